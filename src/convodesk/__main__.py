@@ -1,0 +1,3 @@
+from convodesk.cli import main
+
+main()

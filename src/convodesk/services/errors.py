@@ -1,0 +1,32 @@
+"""Errors of the use-case layer. `web/errors.py` turns each into one HTTP answer; the CLI
+turns each into a message and an exit code.
+
+ServiceError
+ +-- NotFoundError          the named resource does not exist (404)
+ +-- ConflictError          it exists already, or the request contradicts itself (409)
+ +-- InvalidConfigError     the change breaks a configurator rule; carries the problems (422)
+"""
+
+from __future__ import annotations
+
+from convodesk.domain.config_model import Problem
+
+
+class ServiceError(Exception):
+    """The request cannot be carried out."""
+
+
+class NotFoundError(ServiceError):
+    """The named resource does not exist."""
+
+
+class ConflictError(ServiceError):
+    """The resource exists already, or the request contradicts the path it was sent to."""
+
+
+class InvalidConfigError(ServiceError):
+    """The change would break a configurator rule."""
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = tuple(problems)
