@@ -10,6 +10,7 @@ import uvicorn
 from convodesk import logs
 from convodesk.runtime import Runtime
 from convodesk.web.app import create_app
+from convodesk.web.serving import GracefulServer
 
 
 def run_server(runtime: Runtime, *, host: str, port: int) -> None:
@@ -19,7 +20,7 @@ def run_server(runtime: Runtime, *, host: str, port: int) -> None:
     config = uvicorn.Config(
         app, host=host, port=port, log_level="info", access_log=False, lifespan="on"
     )
-    server = uvicorn.Server(config)
+    server = GracefulServer(config)
     log.info("serving", url=f"http://{host}:{port}", database=runtime.engine.url.get_backend_name())
     try:
         server.run()

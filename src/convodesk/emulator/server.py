@@ -9,11 +9,9 @@ event loop, a real socket (port 0 picks a free one), stopped and joined on exit.
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -22,29 +20,12 @@ import uvicorn
 from convodesk.emulator.app import create_emulator_app, emulator_of
 from convodesk.emulator.config import EmulatorConfig, load_emulator_config
 from convodesk.emulator.core import Emulator, SendListener
+from convodesk.web.serving import GracefulServer
 
 STARTUP_TIMEOUT_SECONDS = 15.0
 
 
-class _Server(uvicorn.Server):
-    """uvicorn re-raises a caught SIGTERM/SIGINT after shutting down (so the process dies of
-    the signal, or a KeyboardInterrupt traceback); the emulator just returns, so
-    ``convodesk emulator`` exits 0 after a clean shutdown."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _SIGNALS}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_Server = GracefulServer
 
 
 def serve_forever(config_path: str, host: str, port: int) -> None:

@@ -118,7 +118,7 @@ def _queue_rows(session: Session) -> list[QueueRow]:
 
 
 def _agent_rows(session: Session) -> list[tuple[AgentRow, tuple[str, ...]]]:
-    queue_names = dict(session.execute(select(QueueRow.id, QueueRow.name)).tuples())
+    queue_names = {qid: name for qid, name in session.execute(select(QueueRow.id, QueueRow.name))}
     rows = session.scalars(
         select(AgentRow).options(selectinload(AgentRow.queue_links)).order_by(AgentRow.id)
     )
@@ -339,21 +339,17 @@ def _apply_queues(session: Session, queues: tuple[Queue, ...]) -> list[Change]:
     for queue in queues:
         old_row = rows.get(queue.name)
         if old_row is None:
-            row = QueueRow(name=queue.name)
-            session.add(row)
+            plan.append((QueueRow(name=queue.name), queue))
             changes.append(Change(action="added", section="queues", name=queue.name))
-        else:
-            old = _queue(old_row)
-            if old == queue:
-                continue
-            row = old_row
-            changes.append(
-                Change(
-                    action="changed", section="queues", name=queue.name, fields=_diff(old, queue)
-                )
-            )
-        row.addresses.clear()
-        plan.append((row, queue))
+            continue
+        old = _queue(old_row)
+        if old == queue:
+            continue
+        old_row.addresses.clear()
+        plan.append((old_row, queue))
+        changes.append(
+            Change(action="changed", section="queues", name=queue.name, fields=_diff(old, queue))
+        )
     session.flush()
     for row, queue in plan:
         row.type = queue.type
@@ -368,6 +364,7 @@ def _apply_queues(session: Session, queues: tuple[Queue, ...]) -> list[Change]:
                     position=position, app_id=address.app_id, subchannel=address.subchannel
                 )
             )
+        session.add(row)
     return changes
 
 
@@ -401,7 +398,7 @@ def _apply_chat_settings(session: Session, settings: ChatSettings) -> list[Chang
 
 
 def _apply_agents(session: Session, agents: tuple[Agent, ...]) -> list[Change]:
-    queue_ids = dict(session.execute(select(QueueRow.name, QueueRow.id)).tuples())
+    queue_ids = {name: qid for name, qid in session.execute(select(QueueRow.name, QueueRow.id))}
     current = {row.login: (row, names) for row, names in _agent_rows(session)}
     wanted = {a.login for a in agents}
     changes: list[Change] = []
@@ -413,7 +410,6 @@ def _apply_agents(session: Session, agents: tuple[Agent, ...]) -> list[Change]:
         found = current.get(agent.login)
         if found is None:
             row = AgentRow(login=agent.login)
-            session.add(row)
             fields: tuple[str, ...] = ()
             action: Action = "added"
         else:
@@ -427,6 +423,7 @@ def _apply_agents(session: Session, agents: tuple[Agent, ...]) -> list[Change]:
             row.queue_links.clear()
             session.flush()  # the links' primary keys are reused just below
         _write_agent(row, agent, queue_ids)
+        session.add(row)
         changes.append(Change(action=action, section="agents", name=agent.login, fields=fields))
     return changes
 
