@@ -101,15 +101,16 @@ def config_apply(
     from convodesk.services.errors import InvalidConfigError
 
     config = _config(str(file))
-    _print_problems([p for p in config_file.load_config(file)[1] if p.severity == "warning"])
+    raw = config_file.load_file(file).raw or {}
     runtime = open_runtime(config)
     try:
-        changes = configuration.apply_config(runtime, config, dry_run=dry_run)
+        changes, warnings = configuration.apply_config(runtime, raw, dry_run=dry_run)
     except InvalidConfigError as exc:
         _print_problems(exc.problems)
         raise typer.Exit(1) from exc
     finally:
         runtime.close()
+    _print_problems(warnings)
     for change in changes:
         typer.echo(str(change))
     verb = "would change" if dry_run else "changed"

@@ -57,7 +57,7 @@ class Runtime:
 def open_runtime(
     config: SystemConfig, *, upgrade: bool = True, environ: Mapping[str, str] | None = None
 ) -> Runtime:
-    engine = db.create_db_engine(config.database_url)
+    engine = db.create_db_engine(config.database_url, sqlite_synchronous=config.sqlite_synchronous)
     if upgrade:
         migrate.upgrade(engine)
     return Runtime(

@@ -68,7 +68,7 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if k != "CONVODESK_CONFIG"}
     full_env.update({"CONVODESK_SECRET_KEY": "cli-test-key", **SECRETS, **(env or {})})
-    return subprocess.run(  # noqa: S603 - our own CLI
+    return subprocess.run(
         [sys.executable, "-m", "convodesk", *args],
         capture_output=True,
         text=True,
@@ -122,7 +122,8 @@ def test_validate_prints_every_error_as_path_and_message(tmp_path: Path) -> None
     assert len(lines) >= 6
     for line in lines:
         path_part, sep, message = line.partition(": ")
-        assert sep and message, line
+        assert sep, line
+        assert message, line
         assert path_part.startswith(("messaging_services[0]", "queues[0]")), line
     joined = "\n".join(lines)
     assert "messaging_services[0].name" in joined
@@ -136,7 +137,7 @@ def test_validate_prints_every_error_as_path_and_message(tmp_path: Path) -> None
 def test_validate_names_an_unset_variable_and_yaml_position(tmp_path: Path) -> None:
     path = write_config(tmp_path / "c.yaml", "sqlite:///x.db", tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "SINCH_EU_KEY_SECRET"}
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, "-m", "convodesk", "config", "validate", str(path)],
         capture_output=True,
         text=True,
@@ -152,7 +153,8 @@ def test_validate_names_an_unset_variable_and_yaml_position(tmp_path: Path) -> N
     broken.write_text("queues:\n  - name: a\n    type: [chat\n")
     result = run("config", "validate", str(broken))
     assert result.returncode == 1
-    assert "line" in result.stdout and "column" in result.stdout
+    assert "line" in result.stdout
+    assert "column" in result.stdout
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
@@ -218,7 +220,8 @@ def test_token_create_prints_a_usable_token_last(database_url: str, tmp_path: Pa
     admin = run("token", "create", "--role", "admin", "--config", str(path))
     assert admin.returncode == 0, admin.stderr
     token = admin.stdout.strip().splitlines()[-1]
-    assert token.startswith("cdk_") and " " not in token
+    assert token.startswith("cdk_")
+    assert " " not in token
     agent = run("token", "create", "--role", "agent", "--agent", "anna", "--config", str(path))
     assert agent.returncode == 0
     assert run("token", "create", "--role", "agent", "--config", str(path)).returncode == 2
@@ -254,7 +257,7 @@ def test_serve_answers_and_never_logs_secrets(database_url: str, tmp_path: Path)
     )
     port = free_port()
     env = {**os.environ, "CONVODESK_SECRET_KEY": "cli-test-key", **SECRETS}
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [sys.executable, "-m", "convodesk", "serve", "--config", str(path), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -174,13 +174,12 @@ def run_demo(*, port: int, data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     demo_secrets = DemoSecrets.generate()
     with running_emulator(EmulatorConfig.from_dict(emulator_config(port, demo_secrets))) as emu:
-        validation = configurator.validate(
-            convodesk_config(data_dir, port, emu.base_url, demo_secrets)
-        )
+        raw = convodesk_config(data_dir, port, emu.base_url, demo_secrets)
+        validation = configurator.validate(raw)
         if validation.config is None:  # a bug in this module, not a user error
             raise ConfigError(validation.errors)
         runtime = open_runtime(validation.config)
-        configuration.apply_config(runtime, validation.config)
+        configuration.apply_config(runtime, raw)
         with transaction(runtime.sessions) as session:
             token = api_tokens.create_token(session, role="admin", description="demo")
         print_banner(port=port, emulator_url=emu.base_url, data_dir=data_dir, token=token)

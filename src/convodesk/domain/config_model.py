@@ -217,6 +217,9 @@ class SystemConfig:
     public_base_url: str | None = None
     allow_custom_endpoints: bool = False
     oauth_token_url: str = DEFAULT_OAUTH_TOKEN_URL
+    callback_tolerance_seconds: int = 300  # signature timestamp window, either way
+    callback_max_bytes: int = 1024 * 1024  # larger callback bodies get 413
+    sqlite_synchronous: str = "NORMAL"  # NORMAL or FULL (fsync on every commit)
     messaging_services: tuple[MessagingService, ...] = ()
     queues: tuple[Queue, ...] = ()
     chat_settings: ChatSettings = field(default_factory=ChatSettings)

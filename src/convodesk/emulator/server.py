@@ -9,7 +9,6 @@ event loop, a real socket (port 0 picks a free one), stopped and joined on exit.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ import uvicorn
 from convodesk.emulator.app import create_emulator_app, emulator_of
 from convodesk.emulator.config import EmulatorConfig, load_emulator_config
 from convodesk.emulator.core import Emulator, SendListener
-from convodesk.web.serving import GracefulServer
+from convodesk.web.serving import GracefulServer, serve_in_thread
 
 STARTUP_TIMEOUT_SECONDS = 15.0
 
@@ -75,45 +74,5 @@ def running_emulator(
 ) -> Iterator[RunningEmulator]:
     """Serve ``config`` on a background thread for the duration of the ``with`` block."""
     app = create_emulator_app(config, token_ttl_seconds=token_ttl_seconds, clock=clock)
-    # uvicorn installs signal handlers only on the main thread, so Ctrl-C stays the caller's.
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=2,
-        )
-    )
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            server.run()
-        except BaseException as exc:  # surfaced to the caller below
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="sinch-emulator", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while not server.started:
-        if failure or not thread.is_alive():
-            thread.join(timeout=1)
-            raise RuntimeError("the Sinch emulator failed to start") from (
-                failure[0] if failure else None
-            )
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            thread.join(timeout=5)
-            raise RuntimeError("the Sinch emulator did not start in time")
-        time.sleep(0.005)
-    try:
-        sockets = [s for srv in server.servers for s in (srv.sockets or ())]
-        bound_host, bound_port = sockets[0].getsockname()[:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        yield RunningEmulator(base_url=f"http://{shown}:{bound_port}", emulator=emulator_of(app))
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_in_thread(app, host, port, name="Sinch emulator") as base_url:
+        yield RunningEmulator(base_url=base_url, emulator=emulator_of(app))

@@ -30,8 +30,10 @@ def stored_config(runtime: Runtime, session: Session) -> SystemConfig:
     return config_store.load(session, runtime.box, runtime.config)
 
 
-def apply_config(runtime: Runtime, config: SystemConfig, *, dry_run: bool = False) -> list[Change]:
-    """Write the sections `config` names; with `dry_run`, report and roll back."""
+def apply_validated(
+    runtime: Runtime, config: SystemConfig, *, dry_run: bool = False
+) -> list[Change]:
+    """Write the sections a validated `config` names (its `present_sections`)."""
     with runtime.sessions() as session:
         session.begin()
         try:
@@ -39,11 +41,43 @@ def apply_config(runtime: Runtime, config: SystemConfig, *, dry_run: bool = Fals
         except ApplyError as exc:
             session.rollback()
             raise InvalidConfigError(exc.problems) from exc
+        except BaseException:
+            session.rollback()
+            raise
         if dry_run:
             session.rollback()
         else:
             session.commit()
     return changes
+
+
+def apply_config(
+    runtime: Runtime, raw: dict[str, Any], *, dry_run: bool = False
+) -> tuple[list[Change], tuple[Problem, ...]]:
+    """Write the sections `raw` (a config-file dict) names; with `dry_run`, report and roll
+    back. The file is validated together with the stored sections it does not have, so a
+    file with only `queues` is still checked against the stored messaging services.
+
+    Returns the changes and the warnings; raises `InvalidConfigError` with every problem.
+    """
+    with runtime.sessions() as session:
+        session.begin()
+        try:
+            validation = configurator.validate(raw, base=stored_config(runtime, session))
+            if validation.config is None:
+                raise InvalidConfigError(validation.errors)
+            changes = config_store.apply(session, runtime.box, validation.config)
+        except ApplyError as exc:
+            session.rollback()
+            raise InvalidConfigError(exc.problems) from exc
+        except BaseException:
+            session.rollback()
+            raise
+        if dry_run:
+            session.rollback()
+        else:
+            session.commit()
+    return changes, validation.warnings
 
 
 def export_config(runtime: Runtime, *, secrets: SecretsMode) -> dict[str, Any]:

@@ -13,9 +13,12 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -171,3 +174,140 @@ class ApiTokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+# --------------------------------------------------------------------------- intake
+
+
+class EventRow(Base):
+    """The event log: every callback, accepted or rejected, with its raw body.
+
+    `dedup_key` is set only on the accepted copy of a callback (unique), so a second copy
+    finds it taken and is logged with outcome ``duplicate`` and no effect. `state` is the
+    processing state of accepted callbacks: ``pending`` until the Chain Matcher has run.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_state_id", "state", "id"),
+        Index("ix_events_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    service: Mapped[str | None] = mapped_column(String(100), index=True)
+    trigger: Mapped[str | None] = mapped_column(String(60), index=True)
+    app_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    channel: Mapped[str | None] = mapped_column(String(40))
+    identity: Mapped[str | None] = mapped_column(String(200), index=True)
+    outcome: Mapped[str] = mapped_column(String(20), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(20), default="none")
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[datetime | None] = mapped_column()
+    conversation_id: Mapped[int | None] = mapped_column(Integer, index=True)
+
+
+class ConversationRow(Base):
+    """A chat-like thread for one channel identity on one app.
+
+    `open_key` is ``service|app|channel|identity`` while the conversation is open and NULL
+    once it is closed; its unique index makes "one open conversation per key" hold even when
+    two nodes thread the same customer at the same instant.
+    """
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        Index("ix_conversations_match", "service", "app_id", "channel", "identity", "closed_at"),
+        Index("ix_conversations_queue_status", "queue", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service: Mapped[str] = mapped_column(String(100))
+    app_id: Mapped[str] = mapped_column(String(40))
+    channel: Mapped[str] = mapped_column(String(40))
+    identity: Mapped[str] = mapped_column(String(200))
+    identity_app_id: Mapped[str | None] = mapped_column(String(40))
+    queue: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20))  # waiting | active | closed
+    open_key: Mapped[str | None] = mapped_column(String(400), unique=True)
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column()
+    last_inbound_at: Mapped[datetime | None] = mapped_column()
+    last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
+    customer_typing_at: Mapped[datetime | None] = mapped_column()
+    reopen_count: Mapped[int] = mapped_column(Integer, default=0)
+    sinch_conversation_id: Mapped[str | None] = mapped_column(String(40))
+    sinch_contact_id: Mapped[str | None] = mapped_column(String(40))
+    sender_id: Mapped[str | None] = mapped_column(String(100))
+
+
+class MessageRow(Base):
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_conversation", "conversation_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    direction: Mapped[str] = mapped_column(String(10))  # inbound | outbound
+    sinch_message_id: Mapped[str | None] = mapped_column(String(40), unique=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    text: Mapped[str | None] = mapped_column(Text)
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(30))
+    reason_code: Mapped[str | None] = mapped_column(String(80))
+    reason_text: Mapped[str | None] = mapped_column(Text)
+    reply_to: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_at: Mapped[datetime] = mapped_column(default=utcnow)
+    event_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+
+
+class DeliveryReportRow(Base):
+    """Every delivery report for an outbound message, in arrival order: the receipt history
+    the agent sees, and a parking place for reports that arrive before the send answer
+    (`applied` false until the Sinch message id is known)."""
+
+    __tablename__ = "delivery_reports"
+    __table_args__ = (Index("ix_delivery_reports_pending", "sinch_message_id", "applied"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    sinch_message_id: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(30))
+    reason_code: Mapped[str | None] = mapped_column(String(80))
+    reason_text: Mapped[str | None] = mapped_column(Text)
+    # unique: replaying an event must not record its report twice
+    event_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), unique=True
+    )
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    applied: Mapped[bool] = mapped_column(default=False)
+
+
+class AttachmentRow(Base):
+    """A media file of a message, kept in our attachment store (Sinch's URLs expire).
+
+    `state`: pending (download to do), stored, failed (after the retries; the message stays).
+    `token` is the unguessable name under which `/sms/richcontent/{token}` serves it.
+    """
+
+    __tablename__ = "attachments"
+    __table_args__ = (Index("ix_attachments_state", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    source_url: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(20))
+    content_type: Mapped[str | None] = mapped_column(String(200))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    filename: Mapped[str | None] = mapped_column(String(300))
+    path: Mapped[str | None] = mapped_column(String(500))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stored_at: Mapped[datetime | None] = mapped_column()

@@ -1,33 +1,87 @@
 """`create_app(runtime)` builds the whole web application. No module-level app, engine or
-settings: tests build one per test, the CLI builds one per process."""
+settings: tests build one per test, the CLI builds one per process.
+
+With `workers=True` (what `serve` does) the app's lifespan also runs the background
+workers of this process: the event writer thread, the processor (Chain Matcher) and the
+media fetcher. Tests that want to drive the workers themselves pass `workers=False`; the
+event writer runs either way, since the intake cannot answer without it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 import convodesk
+from convodesk.metrics import Metrics
 from convodesk.runtime import Runtime
+from convodesk.services.directory import DirectoryCache
+from convodesk.services.intake import Intake, IntakeSettings
 from convodesk.storage import db
-from convodesk.web import errors
+from convodesk.storage.event_store import EventWriter
+from convodesk.storage.tables import AttachmentRow
+from convodesk.web import errors, sms_server
 from convodesk.web.api.v1 import admin
 from convodesk.web.auth import PrincipalDep
+from convodesk.workers.media import MediaFetcher
+from convodesk.workers.processor import Processor
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(runtime: Runtime, *, workers: bool = False) -> FastAPI:
+    metrics = Metrics()
+    directory = DirectoryCache(runtime)
+    writer = EventWriter(runtime.engine)
+    processor = Processor(runtime, directory, metrics=metrics)
+    media = MediaFetcher(runtime, metrics=metrics)
+    intake = Intake(
+        directory,
+        writer,
+        settings=IntakeSettings(
+            tolerance_seconds=runtime.config.callback_tolerance_seconds,
+            max_body_bytes=runtime.config.callback_max_bytes,
+        ),
+        metrics=metrics,
+        on_accepted=processor.wake,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        writer.start()
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(processor.run(stop)), asyncio.create_task(media.run(stop))]
+        if not workers:
+            stop.set()
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            writer.stop()
+
     app = FastAPI(
         title="convodesk",
         version=convodesk.__version__,
         description="Contact-center messaging for the Sinch Conversation API.",
         docs_url="/api/docs",
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.metrics = metrics
+    app.state.directory = directory
+    app.state.writer = writer
+    app.state.intake = intake
+    app.state.processor = processor
+    app.state.media = media
     errors.install(app)
     app.include_router(admin.router)
+    app.include_router(sms_server.router)
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")
     async def healthz() -> dict[str, str]:
@@ -42,8 +96,36 @@ def create_app(runtime: Runtime) -> FastAPI:
             return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ready"})
 
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
     @app.get("/api/v1/me", tags=["auth"], summary="Who the token belongs to")
     async def me(principal: PrincipalDep) -> dict[str, Any]:
         return {"role": principal.role, "agent": principal.agent_login}
 
+    @app.get(
+        "/sms/richcontent/{token}",
+        tags=["callbacks"],
+        summary="A stored attachment, by its unguessable token (no login)",
+    )
+    async def richcontent(token: str) -> Response:
+        row = await run_in_threadpool(_stored_attachment, runtime, token)
+        if row is None or row.path is None:
+            return JSONResponse(errors.error_body("not_found", "no such attachment"), 404)
+        return FileResponse(
+            row.path,
+            media_type=row.content_type or "application/octet-stream",
+            filename=row.filename,
+            content_disposition_type="inline",
+        )
+
     return app
+
+
+def _stored_attachment(runtime: Runtime, token: str) -> AttachmentRow | None:
+    if len(token) > 64:
+        return None
+    with runtime.sessions() as session:
+        row = session.query(AttachmentRow).filter_by(token=token, state="stored").one_or_none()
+        return row

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Generator
+import time
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import uvicorn
 
@@ -32,3 +34,53 @@ class GracefulServer(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+STARTUP_TIMEOUT_SECONDS = 15.0
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    app: Any, host: str = "127.0.0.1", port: int = 0, *, name: str = "server"
+) -> Iterator[str]:
+    """Serve an ASGI app on a background thread (its own event loop, a real socket; port 0
+    picks a free one) for the duration of the block; yields the base URL."""
+    server = GracefulServer(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+        )
+    )
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.run()
+        except BaseException as exc:  # surfaced to the caller below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while not server.started:
+        if failure or not thread.is_alive():
+            thread.join(timeout=1)
+            raise RuntimeError(f"the {name} failed to start") from (failure[0] if failure else None)
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            thread.join(timeout=5)
+            raise RuntimeError(f"the {name} did not start in time")
+        time.sleep(0.005)
+    try:
+        sockets = [s for srv in server.servers for s in (srv.sockets or ())]
+        bound_host, bound_port = sockets[0].getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        yield f"http://{shown}:{bound_port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

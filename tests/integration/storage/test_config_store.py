@@ -74,13 +74,13 @@ def test_apply_is_idempotent_and_reports_changes(runtime: Runtime) -> None:
     )
     cfg = config(messaging_services=(service(),), queues=(queue,), agents=(agent,))
 
-    first = configuration.apply_config(runtime, cfg)
+    first = configuration.apply_validated(runtime, cfg)
     assert {(c.action, c.section, c.name) for c in first} == {
         ("added", "messaging_services", "sinch-eu"),
         ("added", "queues", "support"),
         ("added", "agents", "anna"),
     }
-    assert configuration.apply_config(runtime, cfg) == []
+    assert configuration.apply_validated(runtime, cfg) == []
 
     loaded = stored(runtime)
     assert loaded.messaging_services == (service(),)
@@ -89,30 +89,30 @@ def test_apply_is_idempotent_and_reports_changes(runtime: Runtime) -> None:
     assert loaded.agents == (dataclasses.replace(agent, password=None),)
 
     changed = dataclasses.replace(queue, priority=5)
-    [change] = configuration.apply_config(
+    [change] = configuration.apply_validated(
         runtime, config(messaging_services=(service(),), queues=(changed,), agents=(agent,))
     )
     assert (change.action, change.name, change.fields) == ("changed", "support", ("priority",))
 
 
 def test_apply_touches_only_present_sections_and_removes_unlisted(runtime: Runtime) -> None:
-    configuration.apply_config(
+    configuration.apply_validated(
         runtime, config(messaging_services=(service(), service("b", (APP_EU2,))))
     )
     only_services = dataclasses.replace(
         config(messaging_services=(service(),)), present_sections=frozenset({"messaging_services"})
     )
-    [removed] = configuration.apply_config(runtime, only_services)
+    [removed] = configuration.apply_validated(runtime, only_services)
     assert (removed.action, removed.name) == ("removed", "b")
     chat_only = dataclasses.replace(config(), present_sections=frozenset({"chat_settings"}))
-    assert configuration.apply_config(runtime, chat_only) == []
+    assert configuration.apply_validated(runtime, chat_only) == []
     assert [s.name for s in stored(runtime).messaging_services] == ["sinch-eu"]
 
 
 def test_an_app_can_move_between_services_in_one_apply(runtime: Runtime) -> None:
-    configuration.apply_config(runtime, config(messaging_services=(service("a", (APP_EU,)),)))
+    configuration.apply_validated(runtime, config(messaging_services=(service("a", (APP_EU,)),)))
     moved = config(messaging_services=(service("a", (APP_EU2,)), service("b", (APP_EU,))))
-    configuration.apply_config(runtime, moved)
+    configuration.apply_validated(runtime, moved)
     assert {s.name: s.app_ids for s in stored(runtime).messaging_services} == {
         "a": (APP_EU2,),
         "b": (APP_EU,),
@@ -120,9 +120,9 @@ def test_an_app_can_move_between_services_in_one_apply(runtime: Runtime) -> None
 
 
 def test_masked_secret_keeps_the_stored_one(runtime: Runtime) -> None:
-    configuration.apply_config(runtime, config(messaging_services=(service(secret="original"),)))
+    configuration.apply_validated(runtime, config(messaging_services=(service(secret="original"),)))
     assert (
-        configuration.apply_config(runtime, config(messaging_services=(service(secret=MASK),)))
+        configuration.apply_validated(runtime, config(messaging_services=(service(secret=MASK),)))
         == []
     )
     assert stored(runtime).messaging_services[0].inbound.secret.reveal() == "original"
@@ -130,13 +130,13 @@ def test_masked_secret_keeps_the_stored_one(runtime: Runtime) -> None:
 
 def test_masked_secret_with_nothing_stored_is_refused(runtime: Runtime) -> None:
     with pytest.raises(InvalidConfigError) as info:
-        configuration.apply_config(runtime, config(messaging_services=(service(secret=MASK),)))
+        configuration.apply_validated(runtime, config(messaging_services=(service(secret=MASK),)))
     assert "messaging_services[0]" in str(info.value)
     assert stored(runtime).messaging_services == ()
 
 
 def test_dry_run_changes_nothing(runtime: Runtime) -> None:
-    changes = configuration.apply_config(
+    changes = configuration.apply_validated(
         runtime, config(messaging_services=(service(),)), dry_run=True
     )
     assert len(changes) == 1
@@ -145,21 +145,22 @@ def test_dry_run_changes_nothing(runtime: Runtime) -> None:
 
 def test_agent_password_is_hashed_and_kept_when_absent(runtime: Runtime) -> None:
     agent = Agent(login="anna", display_name="Anna", password=Secret("first-password"))
-    configuration.apply_config(runtime, config(agents=(agent,)))
+    configuration.apply_validated(runtime, config(agents=(agent,)))
     with transaction(runtime.sessions) as session:
         row = session.query(AgentRow).one()
         first_hash = row.password_hash
-    assert first_hash is not None and "first-password" not in first_hash
+    assert first_hash is not None
+    assert "first-password" not in first_hash
     assert config_store.verify_password(first_hash, "first-password")
     # Same password again: no change. No password: keep. New password: changed.
-    assert configuration.apply_config(runtime, config(agents=(agent,))) == []
+    assert configuration.apply_validated(runtime, config(agents=(agent,))) == []
     assert (
-        configuration.apply_config(
+        configuration.apply_validated(
             runtime, config(agents=(dataclasses.replace(agent, password=None),))
         )
         == []
     )
-    [change] = configuration.apply_config(
+    [change] = configuration.apply_validated(
         runtime, config(agents=(dataclasses.replace(agent, password=Secret("second-password")),))
     )
     assert change.fields == ("password",)
@@ -173,6 +174,6 @@ def test_chat_settings_round_trip(runtime: Runtime) -> None:
     settings = dataclasses.replace(
         ChatSettings(), offer_timeout_seconds=30, attachment_types=("image/png",)
     )
-    [change] = configuration.apply_config(runtime, config(chat_settings=settings))
+    [change] = configuration.apply_validated(runtime, config(chat_settings=settings))
     assert set(change.fields) == {"offer_timeout_seconds", "attachment_types"}
     assert stored(runtime).chat_settings == settings

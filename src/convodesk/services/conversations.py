@@ -1,0 +1,211 @@
+"""Reading conversations and messages, with the visibility rule in one place.
+
+An admin token sees every conversation. An agent token sees the conversations of the
+queues its agent belongs to (`agent_queues`), and nothing else: another queue's
+conversation is "not found", the same answer as an id that does not exist, so that ids
+do not reveal what other queues hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy.orm import Session
+
+from convodesk.runtime import Runtime
+from convodesk.services.errors import NotFoundError
+from convodesk.services.event_log import MAX_PAGE, as_utc
+from convodesk.storage import conversations
+from convodesk.storage.api_tokens import Principal
+from convodesk.storage.conversations import MessageWithAttachments
+from convodesk.storage.db import transaction
+from convodesk.storage.tables import AttachmentRow, ConversationRow
+
+ConversationStatus = Literal["waiting", "active", "closed"]
+RICHCONTENT_PATH = "/sms/richcontent/"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationItem:
+    id: int
+    service: str
+    app_id: str
+    channel: str
+    identity: str
+    queue: str
+    status: str
+    opened_at: datetime
+    closed_at: datetime | None
+    last_inbound_at: datetime | None
+    last_activity_at: datetime
+    reopen_count: int
+    sinch_conversation_id: str | None
+    sinch_contact_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationPage:
+    items: list[ConversationItem]
+    next: int | None  # pass as `before` for the next (older) page; None: this is the last
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttachmentItem:
+    id: int
+    state: str  # pending | stored | failed
+    content_type: str | None
+    size: int | None
+    filename: str | None
+    url: str | None  # /sms/richcontent/{token} once stored, else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessageItem:
+    id: int
+    conversation_id: int
+    direction: str
+    kind: str
+    text: str | None
+    content: dict[str, Any]
+    status: str
+    reason_code: str | None
+    reason_text: str | None
+    sinch_message_id: str | None
+    reply_to: str | None
+    created_at: datetime
+    status_at: datetime
+    attachments: list[AttachmentItem]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessagePage:
+    items: list[MessageItem]
+    next: int | None  # pass as `after` for the next (newer) page; None: none so far
+
+
+def _optional(value: datetime | None) -> datetime | None:
+    return as_utc(value) if value is not None else None
+
+
+def conversation_item(row: ConversationRow) -> ConversationItem:
+    return ConversationItem(
+        id=row.id,
+        service=row.service,
+        app_id=row.app_id,
+        channel=row.channel,
+        identity=row.identity,
+        queue=row.queue,
+        status=row.status,
+        opened_at=as_utc(row.opened_at),
+        closed_at=_optional(row.closed_at),
+        last_inbound_at=_optional(row.last_inbound_at),
+        last_activity_at=as_utc(row.last_activity_at),
+        reopen_count=row.reopen_count,
+        sinch_conversation_id=row.sinch_conversation_id,
+        sinch_contact_id=row.sinch_contact_id,
+    )
+
+
+def attachment_item(row: AttachmentRow) -> AttachmentItem:
+    return AttachmentItem(
+        id=row.id,
+        state=row.state,
+        content_type=row.content_type,
+        size=row.size,
+        filename=row.filename,
+        url=RICHCONTENT_PATH + row.token if row.state == "stored" else None,
+    )
+
+
+def message_item(entry: MessageWithAttachments) -> MessageItem:
+    m = entry.message
+    return MessageItem(
+        id=m.id,
+        conversation_id=m.conversation_id,
+        direction=m.direction,
+        kind=m.kind,
+        text=m.text,
+        content=m.content,
+        status=m.status,
+        reason_code=m.reason_code,
+        reason_text=m.reason_text,
+        sinch_message_id=m.sinch_message_id,
+        reply_to=m.reply_to,
+        created_at=as_utc(m.created_at),
+        status_at=as_utc(m.status_at),
+        attachments=[attachment_item(a) for a in entry.attachments],
+    )
+
+
+def visible_queues(session: Session, principal: Principal) -> set[str] | None:
+    """None for "every queue" (admin); otherwise the agent's queues (maybe none)."""
+    if principal.is_admin:
+        return None
+    if principal.agent_login is None:
+        return set()
+    return conversations.queues_of_agent(session, principal.agent_login)
+
+
+def _visible_conversation(
+    session: Session, principal: Principal, conversation_id: int
+) -> ConversationRow:
+    row = conversations.get_conversation(session, conversation_id)
+    if row is not None:
+        allowed = visible_queues(session, principal)
+        if allowed is None or row.queue in allowed:
+            return row
+    raise NotFoundError(f"no conversation with id {conversation_id}")
+
+
+def list_conversations(
+    runtime: Runtime,
+    principal: Principal,
+    *,
+    queue: str | None = None,
+    status: str | None = None,
+    channel: str | None = None,
+    identity: str | None = None,
+    limit: int = 50,
+    before: int | None = None,
+) -> ConversationPage:
+    limit = max(1, min(limit, MAX_PAGE))
+    with transaction(runtime.sessions) as session:
+        rows = conversations.list_conversations(
+            session,
+            queue=queue,
+            status=status,
+            channel=channel,
+            identity=identity,
+            queues_allowed=visible_queues(session, principal),
+            limit=limit + 1,
+            before_id=before,
+        )
+        items = [conversation_item(row) for row in rows[:limit]]
+    return ConversationPage(items=items, next=items[-1].id if len(rows) > limit else None)
+
+
+def get_conversation(
+    runtime: Runtime, principal: Principal, conversation_id: int
+) -> ConversationItem:
+    with transaction(runtime.sessions) as session:
+        return conversation_item(_visible_conversation(session, principal, conversation_id))
+
+
+def list_messages(
+    runtime: Runtime,
+    principal: Principal,
+    conversation_id: int,
+    *,
+    limit: int = 100,
+    after: int | None = None,
+) -> MessagePage:
+    limit = max(1, min(limit, MAX_PAGE))
+    with transaction(runtime.sessions) as session:
+        _visible_conversation(session, principal, conversation_id)
+        entries = conversations.list_messages(
+            session, conversation_id, limit=limit + 1, after_id=after
+        )
+        items = [message_item(entry) for entry in entries[:limit]]
+    return MessagePage(items=items, next=items[-1].id if len(entries) > limit else None)
