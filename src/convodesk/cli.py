@@ -15,6 +15,7 @@ import typer
 import yaml
 
 from convodesk import config_file
+from convodesk.cli_events import events_app
 from convodesk.domain.config_model import Problem, SystemConfig
 from convodesk.runtime import ConfigError, Runtime, open_runtime, read_config, resolve_config_path
 
@@ -31,6 +32,7 @@ token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.add_typer(events_app, name="events")
 
 ConfigOption = Annotated[
     str | None,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from convodesk.storage.event_log import EventFilters, Outcome, State
+from convodesk.storage.event_log import MAX_EVENT_ID, EventFilters, Outcome, State
 
 if TYPE_CHECKING:
     from convodesk.runtime import Runtime
@@ -72,6 +72,12 @@ def _instant(value: str | None, option: str) -> datetime | None:
         ) from exc
 
 
+def _check_ids(values: list[int], option: str) -> None:
+    for value in values:
+        if not 1 <= value <= MAX_EVENT_ID:
+            raise typer.BadParameter(f"{value} is not an event id", param_hint=option)
+
+
 @events_app.command("list")
 def events_list(
     service: ServiceOption = None,
@@ -83,7 +89,7 @@ def events_list(
     since: SinceOption = None,
     until: UntilOption = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many events.")] = 50,
-    before: Annotated[int | None, typer.Option(min=1, help="Only ids below this one.")] = None,
+    before: Annotated[int | None, typer.Option(help="Only ids below this one.")] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per line, body included.")
     ] = False,
@@ -92,6 +98,8 @@ def events_list(
     """List events, newest first: a table, or JSON lines with --json."""
     from convodesk.services import event_log
 
+    if before is not None:
+        _check_ids([before], "--before")
     filters = EventFilters(
         service=service,
         trigger=trigger,
@@ -161,7 +169,7 @@ def _reason(reason: str | None, state_reason: str | None) -> str:
 @events_app.command("replay")
 def events_replay(
     ids: Annotated[
-        list[int] | None, typer.Option("--id", min=1, help="An event id; repeat for more.")
+        list[int] | None, typer.Option("--id", help="An event id; repeat for more.")
     ] = None,
     service: ServiceOption = None,
     trigger: TriggerOption = None,
@@ -188,6 +196,7 @@ def events_replay(
         since=_instant(since, "--since"),
         until=_instant(until, "--until"),
     )
+    _check_ids(ids or [], "--id")
     if not ids and filters.is_empty():
         raise typer.BadParameter(
             "give --id or at least one filter; an empty selection would replay every event",

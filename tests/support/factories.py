@@ -13,11 +13,22 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from convodesk.storage.tables import AttachmentRow, ConversationRow, EventRow, MessageRow
-from tests.support.apps import APP_EU
+from convodesk.storage.tables import (
+    AgentQueueRow,
+    AgentRow,
+    AttachmentRow,
+    ConversationRow,
+    EventRow,
+    MessageRow,
+    QueueRow,
+)
 
+# The same app id as tests.support.apps.APP_EU; not imported from there, because that
+# module imports the whole web app and factories must stay cheap to import.
+APP_EU = "01HZX4K7QW8E2R5T9Y3V6M1N0P"
 _counter = itertools.count(1)
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -78,7 +89,7 @@ def make_event(session: Session, **overrides: Any) -> EventRow:
         "identity": "46701234567",
         "outcome": outcome,
         "reason": None,
-        "dedup_key": f"inbound:{message_id}" if accepted else None,
+        "dedup_key": f"message:{message_id}" if accepted else None,
         "state": "pending" if accepted else "none",
         "state_reason": None,
         "processed_at": None,
@@ -181,6 +192,35 @@ def make_attachment(
     }
     values.update(overrides)
     row = AttachmentRow(**values)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def make_queue(session: Session, name: str = "support", **overrides: Any) -> QueueRow:
+    """A chat queue row (no addresses: enough for membership and visibility tests)."""
+    row = QueueRow(**{"name": name, "type": "chat", **overrides})
+    session.add(row)
+    session.flush()
+    return row
+
+
+def make_agent(
+    session: Session,
+    login: str = "anna",
+    *,
+    queues: tuple[str, ...] = ("support",),
+    **overrides: Any,
+) -> AgentRow:
+    """An agent in `queues`; queues that do not exist yet are made."""
+    links = []
+    for position, name in enumerate(queues):
+        queue = session.scalar(select(QueueRow).where(QueueRow.name == name))
+        queue = queue or make_queue(session, name)
+        links.append(AgentQueueRow(queue_id=queue.id, position=position))
+    values: dict[str, Any] = {"login": login, "display_name": login.title(), "role": "agent"}
+    values.update(overrides)
+    row = AgentRow(**values, queue_links=links)
     session.add(row)
     session.flush()
     return row

@@ -109,7 +109,7 @@ def thread_inbound(
         direction="inbound",
         sinch_message_id=message.message_id,
         kind=content.kind,
-        text=content.text if content.text is not None else content.preview(),
+        text=_storable(content.text if content.text is not None else content.preview()),
         content=content.raw,
         status="received",
         reply_to=message.reply_to,
@@ -126,7 +126,7 @@ def thread_inbound(
                 token=new_token(),
                 source_url=content.media_url,
                 state="pending",
-                filename=content.filename,
+                filename=_storable(content.filename)[:300] if content.filename else None,
                 next_attempt_at=now,
             )
         )
@@ -211,6 +211,11 @@ def _claim(session: Session, row: ConversationRow, key: str) -> ConversationRow:
         return theirs
     savepoint.commit()
     return row
+
+
+def _storable(text: str) -> str:
+    """PostgreSQL text cannot hold NUL; the raw body keeps the original."""
+    return text.replace("\x00", "\ufffd")
 
 
 def new_token() -> str:

@@ -111,9 +111,8 @@ def replay_events(runtime: Runtime, selection: EventFilters | Sequence[int]) -> 
 def retention_days(runtime: Runtime) -> int:
     """`chat_settings.event_retention_days` of the stored configuration."""
     with transaction(runtime.sessions) as session:
-        return config_store.load(
-            session, runtime.box, runtime.config
-        ).chat_settings.event_retention_days
+        config = config_store.load(session, runtime.box, runtime.config)
+    return config.chat_settings.event_retention_days
 
 
 def cleanup_events(

@@ -118,7 +118,7 @@ def _queue_rows(session: Session) -> list[QueueRow]:
 
 
 def _agent_rows(session: Session) -> list[tuple[AgentRow, tuple[str, ...]]]:
-    queue_names = dict(session.execute(select(QueueRow.id, QueueRow.name)))
+    queue_names = dict(session.execute(select(QueueRow.id, QueueRow.name)).all())
     rows = session.scalars(
         select(AgentRow).options(selectinload(AgentRow.queue_links)).order_by(AgentRow.id)
     )
@@ -398,7 +398,7 @@ def _apply_chat_settings(session: Session, settings: ChatSettings) -> list[Chang
 
 
 def _apply_agents(session: Session, agents: tuple[Agent, ...]) -> list[Change]:
-    queue_ids = dict(session.execute(select(QueueRow.name, QueueRow.id)))
+    queue_ids = dict(session.execute(select(QueueRow.name, QueueRow.id)).all())
     current = {row.login: (row, names) for row, names in _agent_rows(session)}
     wanted = {a.login for a in agents}
     changes: list[Change] = []

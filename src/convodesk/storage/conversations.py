@@ -22,6 +22,9 @@ from convodesk.storage.tables import (
     QueueRow,
 )
 
+MAX_CONVERSATION_ID = 2**31 - 1  # INTEGER on PostgreSQL: a larger id cannot even be bound
+MAX_MESSAGE_ID = 2**63 - 1  # BIGINT
+
 
 @dataclass(frozen=True, kw_only=True)
 class MessageWithAttachments:

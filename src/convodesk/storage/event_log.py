@@ -24,6 +24,7 @@ Outcome = Literal["accepted", "duplicate", "rejected", "ignored"]
 State = Literal["none", "pending", "done", "unrouted", "failed"]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
 STATES: tuple[str, ...] = get_args(State)
+MAX_EVENT_ID = 2**63 - 1  # BIGINT: a larger id (or cursor) cannot even be bound
 
 
 @dataclass(frozen=True, kw_only=True)

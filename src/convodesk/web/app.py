@@ -27,7 +27,7 @@ from convodesk.storage import db
 from convodesk.storage.event_store import EventWriter
 from convodesk.storage.tables import AttachmentRow
 from convodesk.web import errors, sms_server
-from convodesk.web.api.v1 import admin
+from convodesk.web.api.v1 import admin, conversations, events
 from convodesk.web.auth import PrincipalDep
 from convodesk.workers.media import MediaFetcher
 from convodesk.workers.processor import Processor
@@ -81,6 +81,8 @@ def create_app(runtime: Runtime, *, workers: bool = False) -> FastAPI:
     app.state.media = media
     errors.install(app)
     app.include_router(admin.router)
+    app.include_router(events.router)
+    app.include_router(conversations.router)
     app.include_router(sms_server.router)
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")

@@ -18,11 +18,12 @@ from convodesk.services.conversations import (
     MessagePage,
 )
 from convodesk.services.event_log import MAX_PAGE
+from convodesk.storage.conversations import MAX_CONVERSATION_ID, MAX_MESSAGE_ID
 from convodesk.web.auth import PrincipalDep, RuntimeDep
 
 router = APIRouter(prefix="/api/v1", tags=["conversations"])
 
-ConversationId = Annotated[int, Path(ge=1)]
+ConversationId = Annotated[int, Path(ge=1, le=MAX_CONVERSATION_ID)]
 
 
 @router.get("/conversations", summary="List conversations, newest first")
@@ -37,7 +38,8 @@ async def list_conversations(
     identity: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     before: Annotated[
-        int | None, Query(ge=1, description="the `next` of the previous page")
+        int | None,
+        Query(ge=1, le=MAX_CONVERSATION_ID, description="the `next` of the previous page"),
     ] = None,
 ) -> ConversationPage:
     return await run_in_threadpool(
@@ -71,7 +73,10 @@ async def list_messages(
     principal: PrincipalDep,
     conversation_id: ConversationId,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    after: Annotated[int | None, Query(ge=1, description="the `next` of the previous page")] = None,
+    after: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_MESSAGE_ID, description="the `next` of the previous page"),
+    ] = None,
 ) -> MessagePage:
     return await run_in_threadpool(
         conversations.list_messages, runtime, principal, conversation_id, limit=limit, after=after

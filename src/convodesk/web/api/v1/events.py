@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from convodesk.services import event_log
 from convodesk.services.event_log import EventItem, EventPage
-from convodesk.storage.event_log import EventFilters, Outcome, State
+from convodesk.storage.event_log import MAX_EVENT_ID, EventFilters, Outcome, State
 from convodesk.web.auth import AdminDep, RuntimeDep
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
@@ -42,7 +42,7 @@ class ReplayRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[Annotated[int, Field(ge=1)]] | None = Field(
+    ids: list[Annotated[int, Field(ge=1, le=MAX_EVENT_ID)]] | None = Field(
         None, min_length=1, max_length=MAX_REPLAY_IDS
     )
     service: str | None = Field(None, max_length=100)
@@ -94,7 +94,8 @@ async def list_events(
     until: UntilQuery = None,
     limit: Annotated[int, Query(ge=1, le=event_log.MAX_PAGE)] = 50,
     before: Annotated[
-        int | None, Query(ge=1, description="the `next` of the previous page")
+        int | None,
+        Query(ge=1, le=MAX_EVENT_ID, description="the `next` of the previous page"),
     ] = None,
 ) -> EventPage:
     filters = EventFilters(
@@ -123,6 +124,6 @@ async def replay_events(
 
 @router.get("/events/{event_id}", summary="One event of the log")
 async def get_event(
-    runtime: RuntimeDep, _admin: AdminDep, event_id: Annotated[int, Path(ge=1)]
+    runtime: RuntimeDep, _admin: AdminDep, event_id: Annotated[int, Path(ge=1, le=MAX_EVENT_ID)]
 ) -> EventItem:
     return await run_in_threadpool(event_log.get_event, runtime, event_id)
