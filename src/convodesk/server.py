@@ -16,7 +16,7 @@ from convodesk.web.serving import GracefulServer
 def run_server(runtime: Runtime, *, host: str, port: int) -> None:
     logs.configure()
     log = logs.get_logger("convodesk.server")
-    app = create_app(runtime)
+    app = create_app(runtime, workers=True)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="info", access_log=False, lifespan="on"
     )

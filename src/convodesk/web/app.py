@@ -29,6 +29,7 @@ from convodesk.storage.tables import AttachmentRow
 from convodesk.web import errors, sms_server
 from convodesk.web.api.v1 import admin, conversations, events
 from convodesk.web.auth import PrincipalDep
+from convodesk.workers import housekeeping
 from convodesk.workers.media import MediaFetcher
 from convodesk.workers.processor import Processor
 
@@ -54,7 +55,11 @@ def create_app(runtime: Runtime, *, workers: bool = False) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         writer.start()
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(processor.run(stop)), asyncio.create_task(media.run(stop))]
+        tasks = [
+            asyncio.create_task(processor.run(stop)),
+            asyncio.create_task(media.run(stop)),
+            asyncio.create_task(housekeeping.run(runtime, stop)),
+        ]
         if not workers:
             stop.set()
         try:
