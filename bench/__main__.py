@@ -39,9 +39,8 @@ def main(argv: list[str]) -> int:
     for r in rows:
         value = r["value"]
         shown = f"{value:,.1f}" if isinstance(value, float) else f"{value:,}"
-        print(
-            f"{r['group']:<12} {r['name']:<{width}} {shown:>12} {r['unit']:<11} {r.get('notes', '')}"
-        )
+        notes = r.get("notes", "")
+        print(f"{r['group']:<12} {r['name']:<{width}} {shown:>12} {r['unit']:<11} {notes}")
     result = {
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
