@@ -9,7 +9,7 @@ do not reveal what other queues hold.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy.orm import Session
@@ -25,6 +25,9 @@ from convodesk.storage.tables import AttachmentRow, ConversationRow
 
 ConversationStatus = Literal["waiting", "active", "closed"]
 RICHCONTENT_PATH = "/sms/richcontent/"
+# Channels send a composing event while the customer types and often no "stopped" event:
+# the signal fades after this long.
+TYPING_SECONDS = 15
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +46,8 @@ class ConversationItem:
     reopen_count: int
     sinch_conversation_id: str | None
     sinch_contact_id: str | None
+    customer_typing_at: datetime | None
+    customer_typing: bool  # a composing event in the last TYPING_SECONDS, not yet ended
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +95,7 @@ def _optional(value: datetime | None) -> datetime | None:
 
 
 def conversation_item(row: ConversationRow) -> ConversationItem:
+    typing_at = _optional(row.customer_typing_at)
     return ConversationItem(
         id=row.id,
         service=row.service,
@@ -105,6 +111,9 @@ def conversation_item(row: ConversationRow) -> ConversationItem:
         reopen_count=row.reopen_count,
         sinch_conversation_id=row.sinch_conversation_id,
         sinch_contact_id=row.sinch_contact_id,
+        customer_typing_at=typing_at,
+        customer_typing=typing_at is not None
+        and datetime.now(UTC) - typing_at < timedelta(seconds=TYPING_SECONDS),
     )
 
 

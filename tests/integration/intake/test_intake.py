@@ -19,7 +19,7 @@ from convodesk.sinch.signature import sign_headers
 from convodesk.storage.db import transaction
 from convodesk.storage.event_store import EventWriter
 from convodesk.storage.tables import ConversationRow, EventRow, MessageRow
-from tests.support.apps import APP_EU, APP_EU2
+from tests.support.apps import APP_EU, APP_EU2, make_token
 from tests.support.intake import (
     WEBHOOK_SECRET,
     configured_runtime,
@@ -439,3 +439,25 @@ def test_second_app_of_the_service_without_a_queue_is_unrouted(
     )
     process(app)
     assert events(runtime)[0].state == "unrouted"
+
+
+def test_composing_events_show_the_customer_typing(
+    served: tuple[TestClient, FastAPI], runtime: Runtime
+) -> None:
+    client, app = served
+    post_sinch_fixture(client, "message_inbound__text")  # WHATSAPP 46701234567
+    process(app)
+
+    def on_whatsapp(data: dict[str, Any]) -> None:
+        data["event"]["channel_identity"]["channel"] = "WHATSAPP"
+
+    token = make_token(runtime)
+    headers = {"Authorization": f"Bearer {token}"}
+    post_sinch_fixture(client, "event_inbound__composing", change=on_whatsapp)
+    process(app)
+    [conv] = client.get("/api/v1/conversations", headers=headers).json()["items"]
+    assert conv["customer_typing"] is True
+    post_sinch_fixture(client, "event_inbound__composing_end", change=on_whatsapp)
+    process(app)
+    [conv] = client.get("/api/v1/conversations", headers=headers).json()["items"]
+    assert conv["customer_typing"] is False
