@@ -101,3 +101,9 @@ def post_sinch_fixture(
         change(data)
         body = json.dumps(data, separators=(",", ":")).encode()
     return signed_post(client, body, **options)
+
+
+def process(app: FastAPI) -> None:
+    """Run the app's processor until no accepted callback is left pending."""
+    while app.state.processor.process_batch():
+        pass

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -55,15 +56,21 @@ class WriterStoppedError(RuntimeError):
     """The writer is not running; nothing was stored."""
 
 
+_Waiter = tuple[EventEntry, asyncio.AbstractEventLoop, "asyncio.Future[WriteResult]"]
+
+
 class EventWriter:
     def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH) -> None:
         self._engine = engine
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[
-            tuple[EventEntry, asyncio.AbstractEventLoop, asyncio.Future[WriteResult]] | None
-        ] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Waiter | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._insert = _dialect_insert(engine)
+        # Built once: compiling a statement per entry cost more than executing it.
+        self._insert_keyed = (
+            _dialect_insert(engine)(_events)
+            .on_conflict_do_nothing(index_elements=["dedup_key"])
+            .returning(_events.c.id, _events.c.dedup_key)
+        )
 
     def start(self) -> None:
         if self._thread is None:
@@ -108,63 +115,98 @@ class EventWriter:
                 batch.append(nxt)
             self._commit(batch)
 
-    def _commit(
-        self,
-        batch: list[tuple[EventEntry, asyncio.AbstractEventLoop, asyncio.Future[WriteResult]]],
-    ) -> None:
+    def _commit(self, batch: list[_Waiter]) -> None:
         try:
             with self._engine.begin() as conn:
-                results = [self._store(conn, entry) for entry, _, _ in batch]
+                results = self._store_batch(conn, [entry for entry, _, _ in batch])
         except Exception as exc:  # the database is down, full, locked: every waiter must know
-            for _, loop, future in batch:
-                loop.call_soon_threadsafe(_set_exception, future, exc)
+            _wake(batch, [exc] * len(batch))
             return
-        for (_, loop, future), result in zip(batch, results, strict=True):
-            loop.call_soon_threadsafe(_set_result, future, result)
+        _wake(batch, results)
+
+    def _store_batch(self, conn: Any, entries: list[EventEntry]) -> list[WriteResult]:
+        """Store a batch in as few statements as the database allows: every keyed entry in
+        one multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, then, one by one, the
+        rare rest (entries without a key, and duplicates, whose key was taken)."""
+        results: list[WriteResult | None] = [None] * len(entries)
+        keyed = [i for i, entry in enumerate(entries) if entry.dedup_key is not None]
+        if keyed:
+            rows = conn.execute(self._insert_keyed, [_values(entries[i]) for i in keyed])
+            stored = {key: event_id for event_id, key in rows}
+            for i in keyed:
+                # pop: of two copies in one batch, the first is stored, the second a duplicate
+                event_id = stored.pop(entries[i].dedup_key, None)
+                if event_id is not None:
+                    results[i] = WriteResult(int(event_id), False)
+        for i, entry in enumerate(entries):
+            if results[i] is None:
+                results[i] = (
+                    self._store_duplicate(conn, entry)
+                    if entry.dedup_key is not None
+                    else WriteResult(self._insert_plain(conn, _values(entry)), False)
+                )
+        return cast(list[WriteResult], results)
 
     def _store(self, conn: Any, entry: EventEntry) -> WriteResult:
-        values = {
-            "received_at": entry.received_at,
-            "service": entry.service,
-            "trigger": entry.trigger,
-            "app_id": entry.app_id,
-            "channel": entry.channel,
-            "identity": entry.identity,
-            "outcome": entry.outcome,
-            "reason": entry.reason,
-            "dedup_key": entry.dedup_key,
-            "body": entry.body,
-            "state": entry.state,
-        }
         if entry.dedup_key is None:
-            return WriteResult(
-                conn.execute(insert(_events).values(values)).inserted_primary_key[0], False
-            )
-        stmt = (
-            self._insert(_events)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["dedup_key"])
-            .returning(_events.c.id)
-        )
-        new_id = conn.execute(stmt).scalar()
+            return WriteResult(self._insert_plain(conn, _values(entry)), False)
+        new_id = conn.execute(self._insert_keyed, _values(entry)).first()
         if new_id is not None:
-            return WriteResult(int(new_id), False)
+            return WriteResult(int(new_id[0]), False)
+        return self._store_duplicate(conn, entry)
+
+    def _store_duplicate(self, conn: Any, entry: EventEntry) -> WriteResult:
+        values = _values(entry)
         values.update(
             outcome="duplicate", dedup_key=None, state="none", reason=f"same as {entry.dedup_key}"
         )
-        dup_id = conn.execute(insert(_events).values(values)).inserted_primary_key[0]
-        return WriteResult(int(dup_id), True)
+        return WriteResult(self._insert_plain(conn, values), True)
+
+    def _insert_plain(self, conn: Any, values: dict[str, Any]) -> int:
+        return int(conn.execute(_INSERT_PLAIN, values).inserted_primary_key[0])
+
+
+_INSERT_PLAIN = insert(_events)
+
+
+def _values(entry: EventEntry) -> dict[str, Any]:
+    return {
+        "received_at": entry.received_at,
+        "service": entry.service,
+        "trigger": entry.trigger,
+        "app_id": entry.app_id,
+        "channel": entry.channel,
+        "identity": entry.identity,
+        "outcome": entry.outcome,
+        "reason": entry.reason,
+        "dedup_key": entry.dedup_key,
+        "body": entry.body,
+        "state": entry.state,
+    }
+
+
+def _wake(batch: list[_Waiter], outcomes: Sequence[WriteResult | Exception]) -> None:
+    """Hand each waiter its outcome: one wake-up call per event loop, not one per entry
+    (waking a loop from another thread costs a write to its self-pipe)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[WriteResult], Any]]] = {}
+    for (_, loop, future), outcome in zip(batch, outcomes, strict=True):
+        by_loop.setdefault(loop, []).append((future, outcome))
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, settled)
+        except RuntimeError:  # that loop is closed: nobody is waiting any more
+            pass
 
 
 def _dialect_insert(engine: Engine) -> Any:
     return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
 
-def _set_result(future: asyncio.Future[WriteResult], result: WriteResult) -> None:
-    if not future.done():
-        future.set_result(result)
-
-
-def _set_exception(future: asyncio.Future[WriteResult], exc: Exception) -> None:
-    if not future.done():
-        future.set_exception(exc)
+def _settle(settled: list[tuple[asyncio.Future[WriteResult], Any]]) -> None:
+    for future, outcome in settled:
+        if future.done():  # the request was cancelled (client gone); the row stays stored
+            continue
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

@@ -5,12 +5,9 @@ them into the right queues, once each."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
 from convodesk.emulator.config import EmulatorConfig
@@ -22,14 +19,7 @@ from convodesk.storage.tables import ConversationRow, DeliveryReportRow, EventRo
 from convodesk.web.app import create_app
 from convodesk.web.serving import serve_in_thread
 from tests.support.apps import APP_EU, PROJECT
-from tests.support.intake import WEBHOOK_SECRET, configured_runtime
-
-
-@pytest.fixture
-def runtime(database_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    rt = configured_runtime(database_url, tmp_path)
-    yield rt
-    rt.close()
+from tests.support.intake import WEBHOOK_SECRET
 
 
 def emulator_config(target: str) -> EmulatorConfig:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +25,12 @@ from tests.support.intake import (
     intake_client,
     intake_config,
     post_sinch_fixture,
+    process,
     signed_post,
 )
 from tests.support.sinch_fixtures import all_fixture_names, fixture_trigger, load_fixture
 
 HANDLED = {"MESSAGE_INBOUND", "MESSAGE_DELIVERY", "EVENT_INBOUND"}
-
-
-@pytest.fixture
-def runtime(database_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    rt = configured_runtime(database_url, tmp_path)
-    yield rt
-    rt.close()
-
-
-@pytest.fixture
-def served(runtime: Runtime) -> Iterator[tuple[TestClient, FastAPI]]:
-    with intake_client(runtime) as pair:
-        yield pair
 
 
 def events(runtime: Runtime) -> list[EventRow]:
@@ -54,11 +41,6 @@ def events(runtime: Runtime) -> list[EventRow]:
 def count(runtime: Runtime, model: Any) -> int:
     with transaction(runtime.sessions) as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
-
-
-def process(app: FastAPI) -> None:
-    while app.state.processor.process_batch():
-        pass
 
 
 # --------------------------------------------------------------------------- per fixture

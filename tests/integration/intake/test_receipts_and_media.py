@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,27 +19,9 @@ from convodesk.storage.db import transaction
 from convodesk.storage.tables import AttachmentRow, ConversationRow, DeliveryReportRow, MessageRow
 from convodesk.workers.media import MAX_ATTEMPTS, MediaFetcher, attachment_path
 from tests.support.apps import APP_EU
-from tests.support.intake import configured_runtime, intake_client, post_sinch_fixture
+from tests.support.intake import post_sinch_fixture, process
 
 SINCH_ID = "01J0B7Q2ZK9M3N4P5R6S7T8V9W"
-
-
-@pytest.fixture
-def runtime(database_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    rt = configured_runtime(database_url, tmp_path)
-    yield rt
-    rt.close()
-
-
-@pytest.fixture
-def served(runtime: Runtime) -> Iterator[tuple[TestClient, FastAPI]]:
-    with intake_client(runtime) as pair:
-        yield pair
-
-
-def process(app: FastAPI) -> None:
-    while app.state.processor.process_batch():
-        pass
 
 
 def outbound_message(

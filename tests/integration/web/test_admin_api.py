@@ -3,10 +3,8 @@ roles, masking of secrets."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 
@@ -23,24 +21,10 @@ from tests.support.apps import (
     APP_EU2,
     APP_US,
     client_for,
-    make_runtime,
     make_token,
     queue_body,
     service_body,
 )
-
-
-@pytest.fixture
-def runtime(database_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    rt = make_runtime(database_url, tmp_path)
-    yield rt
-    rt.close()
-
-
-@pytest.fixture
-def admin(runtime: Runtime) -> Iterator[TestClient]:
-    with client_for(runtime, make_token(runtime)) as client:
-        yield client
 
 
 def test_health_and_readiness(admin: TestClient) -> None:

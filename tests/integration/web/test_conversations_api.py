@@ -3,24 +3,16 @@ their attachments, and who sees what (an agent only its queues; 404 for the othe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
-from convodesk.domain.config_model import SystemConfig
-from convodesk.runtime import Runtime, open_runtime
-from convodesk.storage import api_tokens
+from convodesk.runtime import Runtime
 from convodesk.storage import conversations as conversations_sql
 from convodesk.storage.db import transaction
-from convodesk.web import errors
-from convodesk.web.api.v1 import conversations
+from tests.support.apps import client_for, make_token
 from tests.support.factories import (
     APP_EU,
     make_agent,
@@ -30,39 +22,6 @@ from tests.support.factories import (
 )
 
 T0 = datetime(2024, 6, 10, 6, 0, tzinfo=UTC)
-
-# The router on a bare app with the real error handlers and auth: these tests do not
-# depend on the rest of create_app (the callback intake, the workers).
-
-
-@contextmanager
-def client_for(runtime: Runtime, token: str | None = None) -> Iterator[TestClient]:
-    app = FastAPI()
-    app.state.runtime = runtime
-    errors.install(app)
-    app.include_router(conversations.router)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with TestClient(app, headers=headers) as client:
-        yield client
-
-
-def make_token(runtime: Runtime, role: str = "admin", agent: str | None = None) -> str:
-    with transaction(runtime.sessions) as session:
-        return api_tokens.create_token(session, role=role, agent_login=agent)
-
-
-@pytest.fixture
-def runtime(database_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    config = SystemConfig(database_url=database_url, data_dir=str(tmp_path))
-    rt = open_runtime(config, environ={"CONVODESK_SECRET_KEY": "test-secret-key"})
-    yield rt
-    rt.close()
-
-
-@pytest.fixture
-def admin(runtime: Runtime) -> Iterator[TestClient]:
-    with client_for(runtime, make_token(runtime)) as client:
-        yield client
 
 
 def add_conversations(runtime: Runtime, *specs: dict[str, Any]) -> list[int]:
@@ -117,6 +76,8 @@ def test_a_conversation_carries_its_fields(runtime: Runtime, admin: TestClient) 
         "reopen_count": 0,
         "sinch_conversation_id": None,
         "sinch_contact_id": "01J0CONTACT0000000000000000",
+        "customer_typing_at": None,
+        "customer_typing": False,
     }
     assert admin.get(f"/api/v1/conversations/{conversation_id}").json() == expected
     assert admin.get("/api/v1/conversations").json() == {"items": [expected], "next": None}

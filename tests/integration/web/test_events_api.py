@@ -3,65 +3,24 @@ retention cleanup (through the service, which the CLI and the workers share)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from convodesk.domain.config_model import SystemConfig
-from convodesk.runtime import Runtime, open_runtime
+from convodesk.runtime import Runtime
 from convodesk.services import configuration, event_log
-from convodesk.storage import api_tokens
 from convodesk.storage import event_log as event_log_sql
 from convodesk.storage.db import transaction
 from convodesk.storage.event_log import EventFilters
 from convodesk.storage.tables import EventRow
-from convodesk.web import errors
-from convodesk.web.api.v1 import events
+from tests.support.apps import client_for, make_token
 from tests.support.factories import APP_EU, make_agent, make_event
 
 APP_EU2 = "01HZX4K7QW8E2R5T9Y3V6M1N0Q"
 
 T0 = datetime(2024, 6, 10, 6, 0, tzinfo=UTC)
-
-
-# The router on a bare app with the real error handlers and auth: these tests do not
-# depend on the rest of create_app (the callback intake, the workers).
-
-
-@contextmanager
-def client_for(runtime: Runtime, token: str | None = None) -> Iterator[TestClient]:
-    app = FastAPI()
-    app.state.runtime = runtime
-    errors.install(app)
-    app.include_router(events.router)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with TestClient(app, headers=headers) as client:
-        yield client
-
-
-def make_token(runtime: Runtime, role: str = "admin", agent: str | None = None) -> str:
-    with transaction(runtime.sessions) as session:
-        return api_tokens.create_token(session, role=role, agent_login=agent)
-
-
-@pytest.fixture
-def runtime(database_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    config = SystemConfig(database_url=database_url, data_dir=str(tmp_path))
-    rt = open_runtime(config, environ={"CONVODESK_SECRET_KEY": "test-secret-key"})
-    yield rt
-    rt.close()
-
-
-@pytest.fixture
-def admin(runtime: Runtime) -> Iterator[TestClient]:
-    with client_for(runtime, make_token(runtime)) as client:
-        yield client
 
 
 def add_events(runtime: Runtime, *specs: dict[str, Any]) -> list[int]:
