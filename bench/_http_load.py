@@ -75,9 +75,7 @@ def _content_length(buffer: bytearray, end: int) -> int:
     return int(head[at + 17 : stop if stop >= 0 else end])
 
 
-async def _open(
-    host: str, port: int, on_answer: Callable[[_Client, int], None]
-) -> _Client:
+async def _open(host: str, port: int, on_answer: Callable[[_Client, int], None]) -> _Client:
     loop = asyncio.get_running_loop()
     _, client = await loop.create_connection(lambda: _Client(on_answer), host, port)
     return client

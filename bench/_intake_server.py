@@ -1,7 +1,8 @@
 """The server side of the intake benchmark, run in its own process.
 
 ``python -m bench._intake_server intake DATABASE_URL DATA_DIR PORT`` serves convodesk's app
-(`create_app`, as ``convodesk serve`` builds it, with or without the background workers);
+(`create_app`, as ``convodesk serve`` builds it) without the background workers, mode
+``intake+workers`` with them;
 ``python -m bench._intake_server bare - - PORT`` serves a bare Starlette app whose only
 route, at the same path, reads the body and answers 200. Both run under the same uvicorn
 options (`uvicorn_config`), so the ratio between them is the intake's own cost.

@@ -220,6 +220,11 @@ class SystemConfig:
     callback_tolerance_seconds: int = 300  # signature timestamp window, either way
     callback_max_bytes: int = 1024 * 1024  # larger callback bodies get 413
     sqlite_synchronous: str = "NORMAL"  # NORMAL or FULL (fsync on every commit)
+    send_rate_per_app: int = 20  # sends per second per Sinch app, across all processes
+    send_rate_per_project: int = 800  # sends per second per Sinch project
+    send_ttl_seconds: int | None = None  # Sinch's ttl: no channel failover after it
+    send_max_attempts: int = 12  # then the dead letters
+    send_max_age_seconds: int = 24 * 3600  # a reply not sent within this goes to the dead letters
     messaging_services: tuple[MessagingService, ...] = ()
     queues: tuple[Queue, ...] = ()
     chat_settings: ChatSettings = field(default_factory=ChatSettings)

@@ -62,6 +62,11 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "callback_tolerance_seconds",
     "callback_max_bytes",
     "sqlite_synchronous",
+    "send_rate_per_app",
+    "send_rate_per_project",
+    "send_ttl_seconds",
+    "send_max_attempts",
+    "send_max_age_seconds",
     *SECTIONS,
 )
 ROOT_PATH = "<config>"  # the path of a problem with the whole input
@@ -546,7 +551,23 @@ def _top_level(top: _Fields) -> dict[str, Any]:
         "sqlite_synchronous": top.choice(
             "sqlite_synchronous", ("NORMAL", "FULL"), default="NORMAL"
         ),
+        "send_rate_per_app": top.integer("send_rate_per_app", default=20, minimum=1, maximum=10000),
+        "send_rate_per_project": top.integer(
+            "send_rate_per_project", default=800, minimum=1, maximum=100000
+        ),
+        "send_ttl_seconds": _optional_ttl(top),
+        "send_max_attempts": top.integer("send_max_attempts", default=12, minimum=1, maximum=1000),
+        "send_max_age_seconds": top.integer(
+            "send_max_age_seconds", default=24 * 3600, minimum=60, maximum=30 * 24 * 3600
+        ),
     }
+
+
+def _optional_ttl(top: _Fields) -> int | None:
+    """Sinch accepts a ttl from 3 s; null (the default) sends none."""
+    if top.get("send_ttl_seconds") is None:
+        return None
+    return top.integer("send_ttl_seconds", default=0, minimum=3, maximum=315_576_000_000)
 
 
 def _oauth_token_url(top: _Fields, custom: bool) -> str:
@@ -1368,7 +1389,16 @@ def dump(config: SystemConfig, *, secrets: SecretsMode) -> dict[str, Any]:
     if config.oauth_token_url != DEFAULT_OAUTH_TOKEN_URL:
         out["oauth_token_url"] = config.oauth_token_url
     defaults = SystemConfig()
-    for key in ("callback_tolerance_seconds", "callback_max_bytes", "sqlite_synchronous"):
+    for key in (
+        "callback_tolerance_seconds",
+        "callback_max_bytes",
+        "sqlite_synchronous",
+        "send_rate_per_app",
+        "send_rate_per_project",
+        "send_ttl_seconds",
+        "send_max_attempts",
+        "send_max_age_seconds",
+    ):
         if getattr(config, key) != getattr(defaults, key):
             out[key] = getattr(config, key)
     present = config.present_sections

@@ -21,11 +21,14 @@ report by its event id.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -42,6 +45,10 @@ from convodesk.storage.tables import (
 )
 
 OPEN_STATUSES = ("waiting", "active")
+SWEEP_WINDOW = timedelta(hours=1)
+_messages = cast(Table, MessageRow.__table__)
+_conversations = cast(Table, ConversationRow.__table__)
+_attachments = cast(Table, AttachmentRow.__table__)
 
 
 @dataclass(frozen=True)
@@ -56,20 +63,32 @@ def open_key(service: str, app_id: str, channel: str, identity: str) -> str:
     return f"{service}|{app_id}|{channel}|{identity}"
 
 
-def process_event(
-    session: Session, event: EventRow, directory: Directory, now: datetime
-) -> Outcome:
-    """Apply one accepted event; the caller records the outcome on the event row."""
+def parse_stored(event: EventRow) -> sinch_events.Callback | Outcome:
+    """The event's stored body, parsed; a body that no longer parses is a failed Outcome."""
     try:
-        callback = sinch_events.parse_callback(event.body)
+        return sinch_events.parse_callback(event.body)
     except sinch_events.CallbackError as exc:  # stored before a parser change, say
         return Outcome("failed", f"cannot parse the stored body: {exc}")
-    if callback.inbound is not None:
-        return thread_inbound(session, event, callback.inbound, directory, now)
-    if callback.delivery is not None:
-        return record_delivery_report(session, event, callback.delivery, now)
-    if callback.event is not None:
-        return record_contact_event(session, event, callback.event, now)
+
+
+def process_event(
+    session: Session,
+    event: EventRow,
+    directory: Directory,
+    now: datetime,
+    callback: sinch_events.Callback | None = None,
+) -> Outcome:
+    """Apply one accepted event (`callback`: its body, if the caller parsed it already);
+    the caller records the outcome on the event row."""
+    parsed = parse_stored(event) if callback is None else callback
+    if isinstance(parsed, Outcome):
+        return parsed
+    if parsed.inbound is not None:
+        return thread_inbound(session, event, parsed.inbound, directory, now)
+    if parsed.delivery is not None:
+        return record_delivery_report(session, event, parsed.delivery, now)
+    if parsed.event is not None:
+        return record_contact_event(session, event, parsed.event, now)
     return Outcome("done", "nothing to do for this trigger")
 
 
@@ -223,7 +242,299 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
+# ------------------------------------------------------------------- inbound, a run at a time
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """An inbound message of a run, with the key it threads under."""
+
+    event: EventRow
+    message: sinch_events.InboundMessage
+    service: str
+    app_id: str
+    identity: str
+    key: str
+
+
+def thread_inbound_run(
+    session: Session,
+    run: list[tuple[EventRow, sinch_events.InboundMessage]],
+    directory: Directory,
+    now: datetime,
+) -> list[Outcome]:
+    """`thread_inbound` for consecutive inbound messages, in a few statements per run
+    instead of several per message: one query for the messages stored before, one for the
+    open conversations of every key, one for recently closed ones, then the inserts and
+    updates in batches. The outcomes (one per message, in order) are those `thread_inbound`
+    gives for the same messages one after another.
+
+    The caller runs this inside a savepoint and, if anything raises, replays the run one
+    message at a time with `process_event` (which marks a bad event failed and goes on).
+    It works in SQL Core on the session's connection, so the caller flushes the session
+    before and expires conversations and messages it holds after.
+    """
+    conn = session.connection()
+    pending = []
+    for event, message in run:
+        service = event.service or ""
+        app_id = event.app_id or ""
+        identity = sinch_events.normalize_identity(message.channel, message.identity)
+        key = open_key(service, app_id, message.channel, identity)
+        pending.append(_Pending(event, message, service, app_id, identity, key))
+    # .all(): dict() would take a Result itself for a mapping (it has keys())
+    stored: dict[str, int] = dict(
+        conn.execute(
+            select(_messages.c.sinch_message_id, _messages.c.conversation_id).where(
+                _messages.c.sinch_message_id.in_({p.message.message_id for p in pending})
+            )
+        ).all()
+    )
+    open_ids: dict[str, int] = dict(
+        conn.execute(
+            select(_conversations.c.open_key, _conversations.c.id).where(
+                _conversations.c.open_key.in_({p.key for p in pending})
+            )
+        ).all()
+    )
+    window = timedelta(seconds=directory.chat_settings.reopen_window_seconds)
+    closed = _recently_closed(conn, [p for p in pending if p.key not in open_ids], now - window)
+    outcomes: list[Outcome] = []
+    inserts: list[tuple[dict[str, object], str | None, str | None]] = []
+    touched: dict[int, dict[str, object]] = {}
+    for p in pending:
+        message = p.message
+        existing = stored.get(message.message_id)
+        if existing is not None:
+            outcomes.append(Outcome("done", "message stored before", existing))
+            continue
+        opened = False
+        conversation_id = open_ids.get(p.key)
+        if conversation_id is None and p.key in closed:
+            conversation_id = _reopen(session, conn, closed.pop(p.key), p.key)
+        if conversation_id is None:
+            queue = directory.queue_for(p.app_id, message.channel)
+            if queue is None:
+                outcomes.append(_unrouted(p.app_id, message.channel))
+                continue
+            conversation_id, opened = _open(conn, p, queue.name, now)
+        open_ids[p.key] = conversation_id
+        stored[message.message_id] = conversation_id
+        content = message.content
+        media = (
+            (content.media_url, content.filename)
+            if content.kind in ("media", "media_card") and content.media_url
+            else (None, None)
+        )
+        row = {
+            "conversation_id": conversation_id,
+            "direction": "inbound",
+            "sinch_message_id": message.message_id,
+            "kind": content.kind,
+            "text": _storable(content.text if content.text is not None else content.preview()),
+            "content": content.raw,
+            "status": "received",
+            "reply_to": message.reply_to,
+            "created_at": message.accept_time or now,
+            "status_at": now,
+            "event_id": p.event.id,
+        }
+        inserts.append((row, *media))
+        changes = touched.setdefault(
+            conversation_id,
+            {"last_inbound_at": now, "last_activity_at": now, "customer_typing_at": None},
+        )
+        if message.conversation_id:
+            changes["sinch_conversation_id"] = message.conversation_id
+        if message.contact_id:
+            changes["sinch_contact_id"] = message.contact_id
+        if message.sender_id:
+            changes["sender_id"] = message.sender_id
+        outcomes.append(Outcome("done", None, conversation_id, opened))
+    _insert_messages(conn, inserts, now)
+    _update_conversations(conn, touched)
+    return outcomes
+
+
+def _recently_closed(conn: Connection, pending: list[_Pending], since: datetime) -> dict[str, int]:
+    """Key -> the most recent conversation of that key closed since `since`."""
+    by_scope: dict[tuple[str, str, str], set[str]] = {}
+    for p in pending:
+        by_scope.setdefault((p.service, p.app_id, p.message.channel), set()).add(p.identity)
+    found: dict[str, int] = {}
+    c = _conversations.c
+    for (service, app_id, channel), identities in by_scope.items():
+        rows = conn.execute(
+            select(c.id, c.identity)
+            .where(
+                c.service == service,
+                c.app_id == app_id,
+                c.channel == channel,
+                c.identity.in_(identities),
+                c.status == "closed",
+                c.closed_at >= since,
+            )
+            .order_by(c.closed_at.desc(), c.id.desc())
+        )
+        for conversation_id, identity in rows:
+            found.setdefault(open_key(service, app_id, channel, identity), conversation_id)
+    return found
+
+
+def _reopen(session: Session, conn: Connection, conversation_id: int, key: str) -> int:
+    """Reopen a closed conversation under `key`; if another node opened one for the key
+    meanwhile (the unique `open_key`), use theirs instead."""
+    c = _conversations.c
+    savepoint = session.begin_nested()
+    try:
+        conn.execute(
+            update(_conversations)
+            .where(c.id == conversation_id)
+            .values(status="waiting", open_key=key, closed_at=None, reopen_count=c.reopen_count + 1)
+        )
+    except IntegrityError:
+        savepoint.rollback()
+        return _theirs(conn, key)
+    savepoint.commit()
+    return conversation_id
+
+
+def _open(conn: Connection, p: _Pending, queue: str, now: datetime) -> tuple[int, bool]:
+    """A new open conversation for the key, unless another node opened one at the same
+    instant: then theirs, and False."""
+    message = p.message
+    new_id = conn.execute(
+        _insert_open(conn.dialect.name),
+        {
+            "service": p.service,
+            "app_id": p.app_id,
+            "channel": message.channel,
+            "identity": p.identity,
+            "identity_app_id": message.identity_app_id or None,
+            "queue": queue,
+            "status": "waiting",
+            "open_key": p.key,
+            "opened_at": now,
+            "last_activity_at": now,
+            "reopen_count": 0,
+            "sinch_conversation_id": message.conversation_id or None,
+            "sinch_contact_id": message.contact_id or None,
+            "sender_id": message.sender_id or None,
+        },
+    ).scalar()
+    if new_id is not None:
+        return int(new_id), True
+    return _theirs(conn, p.key), False
+
+
+@functools.cache
+def _insert_open(dialect: str) -> Any:
+    """``INSERT ... ON CONFLICT (open_key) DO NOTHING RETURNING id``, built once."""
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        dialect_insert(_conversations)
+        .on_conflict_do_nothing(index_elements=["open_key"])
+        .returning(_conversations.c.id)
+    )
+
+
+def _theirs(conn: Connection, key: str) -> int:
+    theirs = conn.execute(
+        select(_conversations.c.id).where(_conversations.c.open_key == key)
+    ).scalar()
+    if theirs is None:
+        raise RuntimeError(f"no open conversation for {key!r} after a conflict on it")
+    return int(theirs)
+
+
+def _unrouted(app_id: str, channel: str) -> Outcome:
+    subchannel = CHANNEL_TO_SUBCHANNEL.get(channel)
+    address = (
+        f"{app_id}@{subchannel}.sinchconversation.com"
+        if subchannel
+        else f"(no subchannel for channel {channel})"
+    )
+    return Outcome("unrouted", f"no queue has the address {address}")
+
+
+def _insert_messages(
+    conn: Connection,
+    inserts: list[tuple[dict[str, object], str | None, str | None]],
+    now: datetime,
+) -> None:
+    """Insert in order (message ids follow the events' order): plain messages many at a
+    time, a media message on its own, since its attachment needs the message id."""
+    plain: list[dict[str, object]] = []
+    for row, media_url, filename in inserts:
+        if media_url is None:
+            plain.append(row)
+            continue
+        if plain:
+            conn.execute(insert(_messages), plain)
+            plain = []
+        message_id = conn.execute(insert(_messages).returning(_messages.c.id), row).scalar_one()
+        conn.execute(
+            insert(_attachments),
+            {
+                "message_id": message_id,
+                "token": new_token(),
+                "source_url": media_url,
+                "state": "pending",
+                "filename": _storable(filename)[:300] if filename else None,
+                "next_attempt_at": now,
+            },
+        )
+    if plain:
+        conn.execute(insert(_messages), plain)
+
+
+def _update_conversations(conn: Connection, touched: dict[int, dict[str, object]]) -> None:
+    """One executemany per set of changed columns."""
+    groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for conversation_id, changes in touched.items():
+        columns = tuple(sorted(changes))
+        groups.setdefault(columns, []).append({"b_id": conversation_id, **changes})
+    for columns, rows in groups.items():
+        conn.execute(
+            update(_conversations)
+            .where(_conversations.c.id == bindparam("b_id"))
+            .values({name: bindparam(name) for name in columns}),
+            rows,
+        )
+
+
 # --------------------------------------------------------------------------- receipts
+
+
+def sweep_parked_reports(session: Session, now: datetime, *, limit: int = 500) -> int:
+    """Apply parked reports whose message has learnt its Sinch id since.
+
+    A report can arrive while the sender is still committing the send's answer: the report's
+    transaction parks it because it cannot see the message yet, and the sender's transaction
+    (`apply_parked_reports`) may not see the report yet either. Rather than make the two wait
+    for each other (lock waits across worker threads can deadlock), the processor sweeps: on
+    each pass it applies what is parked for a now-known message, so a report is late by at
+    most one pass, never lost. Returns how many messages it moved.
+    """
+    rows = session.execute(
+        select(MessageRow, DeliveryReportRow)
+        .join(DeliveryReportRow, DeliveryReportRow.sinch_message_id == MessageRow.sinch_message_id)
+        .where(
+            DeliveryReportRow.applied.is_(False),
+            # a report waits seconds for its send's answer; older parked ones are for
+            # messages we never sent (another system on the same app) and stay parked
+            DeliveryReportRow.received_at >= now - SWEEP_WINDOW,
+            MessageRow.direction == "outbound",
+        )
+        .order_by(DeliveryReportRow.id)
+        .limit(limit)
+    ).all()
+    by_message: dict[int, tuple[MessageRow, list[DeliveryReportRow]]] = {}
+    for message, report in rows:
+        by_message.setdefault(message.id, (message, []))[1].append(report)
+    for message, reports in by_message.values():
+        apply_reports(message, reports, now)
+    return len(by_message)
 
 
 def record_delivery_report(

@@ -157,7 +157,7 @@ def visible_queues(session: Session, principal: Principal) -> set[str] | None:
     return conversations.queues_of_agent(session, principal.agent_login)
 
 
-def _visible_conversation(
+def visible_conversation(
     session: Session, principal: Principal, conversation_id: int
 ) -> ConversationRow:
     row = conversations.get_conversation(session, conversation_id)
@@ -199,7 +199,7 @@ def get_conversation(
     runtime: Runtime, principal: Principal, conversation_id: int
 ) -> ConversationItem:
     with transaction(runtime.sessions) as session:
-        return conversation_item(_visible_conversation(session, principal, conversation_id))
+        return conversation_item(visible_conversation(session, principal, conversation_id))
 
 
 def list_messages(
@@ -212,7 +212,7 @@ def list_messages(
 ) -> MessagePage:
     limit = max(1, min(limit, MAX_PAGE))
     with transaction(runtime.sessions) as session:
-        _visible_conversation(session, principal, conversation_id)
+        visible_conversation(session, principal, conversation_id)
         entries = conversations.list_messages(
             session, conversation_id, limit=limit + 1, after_id=after
         )

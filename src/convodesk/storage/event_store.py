@@ -10,6 +10,11 @@ An accepted entry carries a `dedup_key`. The insert is ``ON CONFLICT (dedup_key)
 NOTHING``: when the key is taken (the same callback was stored before, possibly by another
 node at the same instant) the entry is logged again as a ``duplicate`` without a key, and
 has no further effect.
+
+A batch costs one multi-row statement for its keyed entries (ids in queue order), then one
+statement for each of the rare others (rejections, duplicates), and one wake-up per event
+loop. The writer thread shares the GIL with the event loop, so its Python time per entry
+is the intake's throughput too (docs/benchmarks.md).
 """
 
 from __future__ import annotations

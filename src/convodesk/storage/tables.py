@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -262,6 +263,8 @@ class MessageRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     status_at: Mapped[datetime] = mapped_column(default=utcnow)
     event_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    author: Mapped[str | None] = mapped_column(String(64))  # the agent's login (outbound)
+    author_name: Mapped[str | None] = mapped_column(String(200))
 
 
 class DeliveryReportRow(Base):
@@ -270,7 +273,10 @@ class DeliveryReportRow(Base):
     (`applied` false until the Sinch message id is known)."""
 
     __tablename__ = "delivery_reports"
-    __table_args__ = (Index("ix_delivery_reports_pending", "sinch_message_id", "applied"),)
+    __table_args__ = (
+        Index("ix_delivery_reports_pending", "sinch_message_id", "applied"),
+        Index("ix_delivery_reports_unapplied", "applied", "received_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     sinch_message_id: Mapped[str] = mapped_column(String(40))
@@ -311,3 +317,53 @@ class AttachmentRow(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     stored_at: Mapped[datetime | None] = mapped_column()
+
+
+# --------------------------------------------------------------------------- rate limits
+
+
+class RateBucketRow(Base):
+    """One token bucket of the send rate limits (`storage.rate_limits`), shared by every
+    worker process and node. A row is created full on first use.
+
+    ``updated_epoch`` is the bucket's own clock in Unix seconds, not a record timestamp: a
+    float keeps the refill arithmetic exact to the microsecond on both databases, and it
+    never moves backwards (`domain.token_bucket.take`).
+    """
+
+    __tablename__ = "rate_buckets"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Double)
+    updated_epoch: Mapped[float] = mapped_column(Double)
+
+
+# --------------------------------------------------------------------------- outbox
+
+
+class OutboxRow(Base):
+    """An agent reply still to be sent (or sent, failed, given up): one per outbound message,
+    committed in the same transaction as the message.
+
+    `state`: pending (due at `next_attempt_at`), sending (claimed until `lease_until`), done,
+    failed (Sinch refused it for good), dead (retries exhausted; `convodesk outbox retry`).
+    `idempotency_key` makes a client's retry of the same request harmless.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("messages.id", ondelete="CASCADE"),
+        unique=True,
+    )
+    state: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -27,19 +28,26 @@ from convodesk.storage import db
 from convodesk.storage.event_store import EventWriter
 from convodesk.storage.tables import AttachmentRow
 from convodesk.web import errors, sms_server
-from convodesk.web.api.v1 import admin, conversations, events
+from convodesk.web.api.v1 import admin, conversations, events, replies
 from convodesk.web.auth import PrincipalDep
 from convodesk.workers import housekeeping
 from convodesk.workers.media import MediaFetcher
 from convodesk.workers.processor import Processor
+from convodesk.workers.sender import Sender
 
 
-def create_app(runtime: Runtime, *, workers: bool = False) -> FastAPI:
+def create_app(
+    runtime: Runtime,
+    *,
+    workers: bool = False,
+    sinch_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
     metrics = Metrics()
     directory = DirectoryCache(runtime)
     writer = EventWriter(runtime.engine)
     processor = Processor(runtime, directory, metrics=metrics)
     media = MediaFetcher(runtime, metrics=metrics)
+    sender = Sender(runtime, directory, transport=sinch_transport)
     intake = Intake(
         directory,
         writer,
@@ -58,6 +66,7 @@ def create_app(runtime: Runtime, *, workers: bool = False) -> FastAPI:
         tasks = [
             asyncio.create_task(processor.run(stop)),
             asyncio.create_task(media.run(stop)),
+            asyncio.create_task(sender.run(stop)),
             asyncio.create_task(housekeeping.run(runtime, stop)),
         ]
         if not workers:
@@ -84,10 +93,12 @@ def create_app(runtime: Runtime, *, workers: bool = False) -> FastAPI:
     app.state.intake = intake
     app.state.processor = processor
     app.state.media = media
+    app.state.sender = sender
     errors.install(app)
     app.include_router(admin.router)
     app.include_router(events.router)
     app.include_router(conversations.router)
+    app.include_router(replies.router)
     app.include_router(sms_server.router)
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")

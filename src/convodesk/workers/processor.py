@@ -2,9 +2,15 @@
 
 Claiming: one transaction takes up to `batch` pending events in id order (on PostgreSQL
 with ``FOR UPDATE SKIP LOCKED``, so two processes never take the same event), processes
-each inside a savepoint (one bad event is marked ``failed`` with the reason; the others
-go on), records the outcome on each event, and commits. A crash before the commit leaves
+them, records the outcome on each event, and commits. A crash before the commit leaves
 the events pending; processing is idempotent, so doing them again is harmless.
+
+Processing: consecutive inbound messages are threaded together, a few statements for the
+whole run (`chain_matcher.thread_inbound_run`: one query for the open conversations of all
+of them, batched inserts), which is what makes the processor fast enough
+(docs/benchmarks.md). Every other event gets its own savepoint. A run that fails is rolled
+back to its savepoint and replayed one event at a time, so in every case one bad event is
+marked ``failed`` with the reason and the others go on.
 
 Order: within one process, events are applied in the order they were stored, so the
 messages of one conversation keep their order. (Across several processor nodes the
@@ -18,14 +24,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from convodesk import logs
 from convodesk.metrics import Metrics
 from convodesk.runtime import Runtime
-from convodesk.services.chain_matcher import Outcome, process_event
-from convodesk.services.directory import DirectoryCache
+from convodesk.services import chain_matcher
+from convodesk.services.chain_matcher import Outcome
+from convodesk.services.directory import Directory, DirectoryCache
+from convodesk.sinch import events as sinch_events
+from convodesk.sinch.events import Callback
 from convodesk.storage.db import transaction
-from convodesk.storage.tables import EventRow
+from convodesk.storage.tables import ConversationRow, EventRow, MessageRow
 
 log = logs.get_logger("convodesk.processor")
 IDLE_POLL_SECONDS = 1.0
@@ -57,6 +67,7 @@ class Processor:
             self._wakeup.clear()
             try:
                 done = await asyncio.to_thread(self.process_batch)
+                await asyncio.to_thread(self.sweep)
             except Exception as exc:  # the database is away: try again shortly
                 log.warning("processor pass failed", error=f"{type(exc).__name__}: {exc}")
                 done = 0
@@ -72,6 +83,12 @@ class Processor:
             for waiter in pending:
                 waiter.cancel()
 
+    def sweep(self) -> int:
+        """Apply delivery reports parked while their send was being committed
+        (`chain_matcher.sweep_parked_reports`); returns how many messages moved."""
+        with transaction(self._runtime.sessions) as session:
+            return chain_matcher.sweep_parked_reports(session, self._clock())
+
     def process_batch(self) -> int:
         """Process up to `batch` pending events; returns how many were taken."""
         directory = self._directory.get()
@@ -86,15 +103,26 @@ class Processor:
                 query = query.with_for_update(skip_locked=True)
             events = list(session.scalars(query))
             now = self._clock()
-            for event in events:
-                savepoint = session.begin_nested()
-                try:
-                    outcome = process_event(session, event, directory, now)
-                    savepoint.commit()
-                except Exception as exc:
-                    savepoint.rollback()
-                    outcome = Outcome("failed", f"{type(exc).__name__}: {exc}"[:500])
-                    log.error("event processing failed", event_id=event.id, error=outcome.reason)
+            parsed = [chain_matcher.parse_stored(event) for event in events]
+            outcomes: list[Outcome] = []
+            start = 0
+            while start < len(events):
+                end = start
+                while end < len(events) and _inbound(parsed[end]) is not None:
+                    end += 1
+                if end > start:  # a run of inbound messages: threaded together
+                    outcomes.extend(
+                        self._thread_run(
+                            session, events[start:end], parsed[start:end], directory, now
+                        )
+                    )
+                    start = end
+                else:
+                    outcomes.append(
+                        self._process_one(session, events[start], parsed[start], directory, now)
+                    )
+                    start += 1
+            for event, outcome in zip(events, outcomes, strict=True):
                 self._record(event, outcome, now)
             if self._metrics is not None:
                 remaining = session.scalar(
@@ -102,6 +130,64 @@ class Processor:
                 )
                 self._metrics.pending_events.set(max(0, (remaining or 0) - len(events)))
         return len(events)
+
+    def _process_one(
+        self,
+        session: Session,
+        event: EventRow,
+        parsed: Callback | Outcome,
+        directory: Directory,
+        now: datetime,
+    ) -> Outcome:
+        """One event in its own savepoint: if it fails, it is marked failed; the others go on."""
+        if isinstance(parsed, Outcome):
+            return parsed
+        savepoint = session.begin_nested()
+        try:
+            outcome = chain_matcher.process_event(session, event, directory, now, parsed)
+            savepoint.commit()
+        except Exception as exc:
+            savepoint.rollback()
+            outcome = Outcome("failed", f"{type(exc).__name__}: {exc}"[:500])
+            log.error("event processing failed", event_id=event.id, error=outcome.reason)
+        return outcome
+
+    def _thread_run(
+        self,
+        session: Session,
+        events: list[EventRow],
+        parsed: list[Callback | Outcome],
+        directory: Directory,
+        now: datetime,
+    ) -> list[Outcome]:
+        """Consecutive inbound messages, threaded in one go (`thread_inbound_run`); if that
+        fails, the same messages one at a time, so only the bad one is marked failed."""
+        run = [
+            (event, message)
+            for event, p in zip(events, parsed, strict=True)
+            if (message := _inbound(p)) is not None
+        ]
+        session.flush()  # the run works in SQL Core: earlier ORM changes must be in first
+        savepoint = session.begin_nested()
+        try:
+            outcomes = chain_matcher.thread_inbound_run(session, run, directory, now)
+            savepoint.commit()
+        except Exception as exc:
+            savepoint.rollback()
+            log.warning(
+                "threading a run failed; one message at a time",
+                events=len(run),
+                error=f"{type(exc).__name__}: {exc}"[:500],
+            )
+            outcomes = [
+                self._process_one(session, event, p, directory, now)
+                for event, p in zip(events, parsed, strict=True)
+            ]
+        # Rows changed in Core behind the ORM's back: reload them if touched again.
+        for row in list(session.identity_map.values()):
+            if isinstance(row, ConversationRow | MessageRow):
+                session.expire(row)
+        return outcomes
 
     def _record(self, event: EventRow, outcome: Outcome, now: datetime) -> None:
         event.state = outcome.state
@@ -117,3 +203,7 @@ class Processor:
         self._metrics.processing_lag.observe(max(0.0, (now - received).total_seconds()))
         if outcome.state == "unrouted":
             self._metrics.unrouted.labels(event.service or "-", event.channel or "-").inc()
+
+
+def _inbound(parsed: Callback | Outcome) -> sinch_events.InboundMessage | None:
+    return parsed.inbound if isinstance(parsed, Callback) else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Path, Response
+from fastapi import APIRouter, Body, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from convodesk.services import configuration
@@ -21,6 +21,11 @@ router = APIRouter(prefix="/api/v1", tags=["admin"])
 ObjectBody = Body(..., description="the resource, in the config-file shape")
 
 
+def _changed(request: Request) -> None:
+    """The hot paths read the configuration through a cache: drop it after a change."""
+    request.app.state.directory.invalidate()
+
+
 def _crud(section: Section, path: str, key_name: str, title: str) -> None:
     KeyPath = Path(..., alias=key_name)  # noqa: N806 - a parameter default, read as a type
 
@@ -30,9 +35,11 @@ def _crud(section: Section, path: str, key_name: str, title: str) -> None:
 
     @router.post(f"/{path}", status_code=201, summary=f"Create a {title}", name=f"create_{section}")
     async def create_item(
-        runtime: RuntimeDep, _admin: AdminDep, body: dict[str, Any] = ObjectBody
+        request: Request, runtime: RuntimeDep, _admin: AdminDep, body: dict[str, Any] = ObjectBody
     ) -> dict[str, Any]:
-        return await run_in_threadpool(configuration.create_resource, runtime, section, body)
+        created = await run_in_threadpool(configuration.create_resource, runtime, section, body)
+        _changed(request)
+        return created
 
     @router.get(f"/{path}/{{{key_name}}}", summary=f"Get a {title}", name=f"get_{section}")
     async def get_item(runtime: RuntimeDep, _admin: AdminDep, key: str = KeyPath) -> dict[str, Any]:
@@ -40,9 +47,17 @@ def _crud(section: Section, path: str, key_name: str, title: str) -> None:
 
     @router.put(f"/{path}/{{{key_name}}}", summary=f"Replace a {title}", name=f"replace_{section}")
     async def replace_item(
-        runtime: RuntimeDep, _admin: AdminDep, body: dict[str, Any] = ObjectBody, key: str = KeyPath
+        request: Request,
+        runtime: RuntimeDep,
+        _admin: AdminDep,
+        body: dict[str, Any] = ObjectBody,
+        key: str = KeyPath,
     ) -> dict[str, Any]:
-        return await run_in_threadpool(configuration.replace_resource, runtime, section, key, body)
+        replaced = await run_in_threadpool(
+            configuration.replace_resource, runtime, section, key, body
+        )
+        _changed(request)
+        return replaced
 
     @router.delete(
         f"/{path}/{{{key_name}}}",
@@ -50,8 +65,11 @@ def _crud(section: Section, path: str, key_name: str, title: str) -> None:
         summary=f"Delete a {title}",
         name=f"delete_{section}",
     )
-    async def delete_item(runtime: RuntimeDep, _admin: AdminDep, key: str = KeyPath) -> Response:
+    async def delete_item(
+        request: Request, runtime: RuntimeDep, _admin: AdminDep, key: str = KeyPath
+    ) -> Response:
         await run_in_threadpool(configuration.delete_resource, runtime, section, key)
+        _changed(request)
         return Response(status_code=204)
 
 
@@ -67,6 +85,8 @@ async def get_chat_settings(runtime: RuntimeDep, _admin: AdminDep) -> dict[str, 
 
 @router.put("/chat-settings", summary="Replace the chat settings")
 async def replace_chat_settings(
-    runtime: RuntimeDep, _admin: AdminDep, body: dict[str, Any] = ObjectBody
+    request: Request, runtime: RuntimeDep, _admin: AdminDep, body: dict[str, Any] = ObjectBody
 ) -> dict[str, Any]:
-    return await run_in_threadpool(configuration.replace_chat_settings, runtime, body)
+    replaced = await run_in_threadpool(configuration.replace_chat_settings, runtime, body)
+    _changed(request)
+    return replaced
