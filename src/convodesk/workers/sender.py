@@ -27,6 +27,7 @@ import httpx
 from convodesk import logs
 from convodesk.domain.config_model import SystemConfig
 from convodesk.domain.retry import RetryPolicy
+from convodesk.domain.token_bucket import send_buckets
 from convodesk.runtime import Runtime
 from convodesk.services.directory import Directory, DirectoryCache
 from convodesk.sinch import errors as sinch_errors
@@ -223,10 +224,14 @@ def _target(directory: Directory, job: SendJob) -> _Target:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise JobError(f"cannot build the request: {exc}") from exc
-    buckets = [
-        Bucket(key=f"app:{job.app_id}", rate=config.send_rate_per_app, burst=1.0),
-        Bucket(key=f"project:{service.project_id}", rate=config.send_rate_per_project, burst=1.0),
-    ]
+    buckets = list(
+        send_buckets(
+            job.app_id,
+            service.project_id,
+            app_rate=config.send_rate_per_app,
+            project_rate=config.send_rate_per_project,
+        )
+    )
     return _Target(
         request, service.service_connection, credential.key_id, credential.secret.reveal(), buckets
     )
