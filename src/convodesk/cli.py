@@ -16,6 +16,7 @@ import yaml
 
 from convodesk import config_file
 from convodesk.cli_events import events_app
+from convodesk.cli_outbox import outbox_app
 from convodesk.domain.config_model import Problem, SystemConfig
 from convodesk.runtime import ConfigError, Runtime, open_runtime, read_config, resolve_config_path
 
@@ -33,6 +34,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(events_app, name="events")
+app.add_typer(outbox_app, name="outbox")
 
 ConfigOption = Annotated[
     str | None,

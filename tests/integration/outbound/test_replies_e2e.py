@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -10,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from fastapi import FastAPI
 from sqlalchemy import select
 
@@ -22,7 +27,7 @@ from convodesk.storage.tables import ConversationRow, MessageRow, OutboxRow
 from convodesk.web.app import create_app
 from convodesk.web.serving import serve_in_thread
 from tests.integration.test_cli import free_port
-from tests.support.apps import APP_EU, APP_US, PROJECT, make_runtime, make_token
+from tests.support.apps import APP_EU, APP_US, PROJECT, TEST_SECRET_KEY, make_runtime, make_token
 
 PROJECT_US = "9d0e1f2a-3b4c-4d5e-8f60-718293a4b5c6"
 SECRET_EU, SECRET_US = "hook-eu", "hook-us"
@@ -293,3 +298,66 @@ def test_permanent_errors_fail_the_message_with_the_reason(stack: Stack) -> None
         assert row.reason_text
     dead = stack.api.get("/api/v1/outbox").json()
     assert [d["message_id"] for d in dead] == [message_id]
+
+
+def test_outbox_cli_lists_and_requeues_failed_replies(stack: Stack, tmp_path: Path) -> None:
+    conversation = customer_writes(stack, APP_US, "SMS", "12025550105")
+    raw = convodesk_config(str(stack.emulator.base_url).rstrip("/"))
+    raw["messaging_services"][1]["authentication"][0]["password"] = "wrong-secret"
+    configuration.apply_config(stack.runtime, raw)
+    stack.app.state.directory.invalidate()
+    message_id = stack.api.post(
+        f"/api/v1/conversations/{conversation}/messages", json={"text": "y"}
+    ).json()["id"]
+    wait_for(lambda: status_of(stack, message_id) == "FAILED", timeout=15)
+
+    config = tmp_path / "cli.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "database_url": stack.runtime.config.database_url,
+                "data_dir": stack.runtime.config.data_dir,
+            }
+        )
+    )
+    env = {**os.environ, "CONVODESK_SECRET_KEY": TEST_SECRET_KEY}
+    listed = subprocess.run(
+        [sys.executable, "-m", "convodesk", "outbox", "list", "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    [entry] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (entry["message_id"], entry["state"]) == (message_id, "failed")
+    assert "secret-us" not in listed.stdout
+    assert "wrong-secret" not in listed.stdout
+
+    # The admin fixes the secret, then queues the reply again: it is delivered.
+    configuration.apply_config(
+        stack.runtime, convodesk_config(str(stack.emulator.base_url).rstrip("/"))
+    )
+    stack.app.state.directory.invalidate()
+    retried = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "convodesk",
+            "outbox",
+            "retry",
+            "--id",
+            str(entry["id"]),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert retried.stdout.strip() == "1 queued again", retried.stderr
+    stack.api.post("/api/v1/outbox/retry", json={"ids": [entry["id"]]})  # wakes the sender at once
+    wait_for(lambda: status_of(stack, message_id) == "DELIVERED", timeout=30)
