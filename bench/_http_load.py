@@ -100,6 +100,8 @@ async def closed_loop(
     host: str, port: int, requests: Sequence[bytes], connections: int
 ) -> ClosedLoopResult:
     """Send every request once over ``connections`` keep-alive connections; time the lot."""
+    if not requests:
+        raise ValueError("no requests to send")
     statuses: dict[int, int] = {}
     done = asyncio.get_running_loop().create_future()
     state = {"next": 0, "answered": 0}
@@ -150,6 +152,8 @@ async def paced(
     host: str, port: int, requests: Sequence[bytes], rate: float, *, connections: int = 16
 ) -> PacedResult:
     """Open-loop load: request ``i`` is due at ``start + i / rate``."""
+    if not requests:
+        raise ValueError("no requests to send")
     loop = asyncio.get_running_loop()
     statuses: dict[int, int] = {}
     due_of: dict[_Client, float] = {}

@@ -199,7 +199,10 @@ class Intake:
             body=raw[:keep] if keep is not None else raw,
             state="none",
         )
-        self._count(service or "-", entry.trigger or "-", "rejected")
+        # A service name that is not configured comes from the URL, that is from anyone:
+        # as a metric label it would let a stranger create any number of series.
+        known = service is not None and self._directory.get().service(service) is not None
+        self._count(service if known and service else "-", entry.trigger or "-", "rejected")
         try:
             result = await self._writer.write(entry)
         except Exception:  # the refusal stands even if its log entry fails

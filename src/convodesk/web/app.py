@@ -10,6 +10,7 @@ event writer runs either way, since the intake cannot answer without it.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -71,6 +72,10 @@ def create_app(
         ]
         if not workers:
             stop.set()
+        # What start-up allocated lives as long as the process: moving it out of the
+        # collector's reach keeps full collections (tens of ms under load) off the p99.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
@@ -95,11 +100,12 @@ def create_app(
     app.state.media = media
     app.state.sender = sender
     errors.install(app)
+    # The callback route first: routes are matched in order, and it is the hot path.
+    app.include_router(sms_server.router)
     app.include_router(admin.router)
     app.include_router(events.router)
     app.include_router(conversations.router)
     app.include_router(replies.router)
-    app.include_router(sms_server.router)
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")
     async def healthz() -> dict[str, str]:
