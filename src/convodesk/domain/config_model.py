@@ -57,6 +57,25 @@ TRIGGERS: tuple[str, ...] = (
     "RECORD_NOTIFICATION",
 )
 
+# The Conversation API's channel names (reference section 7), SINCH_CHAT and VIBER included.
+CHANNELS: tuple[str, ...] = (
+    "WHATSAPP",
+    "RCS",
+    "SMS",
+    "MESSENGER",
+    "VIBERBM",
+    "MMS",
+    "INSTAGRAM",
+    "TELEGRAM",
+    "KAKAOTALK",
+    "KAKAOTALKCHAT",
+    "LINE",
+    "WECHAT",
+    "APPLEBC",
+    "VIBER",
+    "SINCH_CHAT",
+)
+
 REGIONS: tuple[str, ...] = ("eu", "us", "br")
 DEFAULT_OAUTH_TOKEN_URL = "https://auth.sinch.com/oauth2/token"  # noqa: S105 - a URL
 DEFAULT_DATABASE_URL = "sqlite:///data/convodesk.db"

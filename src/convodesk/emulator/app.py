@@ -26,11 +26,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from convodesk.domain.config_model import TRIGGERS
+from convodesk.domain.config_model import CHANNELS, TRIGGERS
 from convodesk.emulator import channels as channel_rules
 from convodesk.emulator.auth import Principal, parse_basic
 from convodesk.emulator.config import (
-    CHANNELS,
     REGIONS,
     AppConfig,
     EmulatorConfig,

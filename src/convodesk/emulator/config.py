@@ -35,27 +35,10 @@ from typing import Any
 
 import yaml
 
-from convodesk.domain.config_model import TRIGGERS
+from convodesk.domain.config_model import CHANNELS, TRIGGERS
 
 REGIONS = ("eu", "us", "br")
 PROCESSING_MODES = ("DISPATCH", "CONVERSATION")
-CHANNELS = (
-    "WHATSAPP",
-    "RCS",
-    "SMS",
-    "MESSENGER",
-    "VIBERBM",
-    "MMS",
-    "INSTAGRAM",
-    "TELEGRAM",
-    "KAKAOTALK",
-    "KAKAOTALKCHAT",
-    "LINE",
-    "WECHAT",
-    "APPLEBC",
-    "VIBER",
-    "SINCH_CHAT",
-)
 MAX_WEBHOOKS_PER_APP = 5
 MAX_TARGET_LENGTH = 742
 _PROJECT_ID_RE = re.compile(

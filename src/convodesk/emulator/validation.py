@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from convodesk.emulator.config import CHANNELS
+from convodesk.domain.config_model import CHANNELS
 from convodesk.emulator.errors import invalid
 
 MESSAGE_KINDS = (

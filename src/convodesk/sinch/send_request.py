@@ -50,26 +50,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from convodesk.domain import config_model
+
 # The Conversation API's channels (reference section 7), SINCH_CHAT and VIBER included.
-CHANNELS: frozenset[str] = frozenset(
-    {
-        "WHATSAPP",
-        "RCS",
-        "SMS",
-        "MESSENGER",
-        "VIBERBM",
-        "MMS",
-        "INSTAGRAM",
-        "TELEGRAM",
-        "KAKAOTALK",
-        "KAKAOTALKCHAT",
-        "LINE",
-        "WECHAT",
-        "APPLEBC",
-        "VIBER",
-        "SINCH_CHAT",
-    }
-)
+CHANNELS: frozenset[str] = frozenset(config_model.CHANNELS)
 # Channels whose identities are scoped to the app (Messenger page-scoped ids and so on).
 APP_SCOPED_CHANNELS: frozenset[str] = frozenset(
     {"MESSENGER", "INSTAGRAM", "LINE", "WECHAT", "VIBER"}

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from convodesk.domain import config_model
+from convodesk.domain.config_model import CHANNELS as EMULATOR_CHANNELS
 from convodesk.emulator import payloads
 from convodesk.emulator.channels import APP_SCOPED_CHANNELS
-from convodesk.emulator.config import CHANNELS as EMULATOR_CHANNELS
 from convodesk.emulator.errors import dumps as emulator_dumps
 from convodesk.sinch import events, signature
 from convodesk.sinch.events import (
