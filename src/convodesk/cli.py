@@ -226,6 +226,18 @@ def serve(
     run_server(runtime, host=host, port=port)
 
 
+@app.command("worker")
+def worker(config: ConfigOption = None) -> None:
+    """Run the background workers alone (processor, sender, media, housekeeping), no HTTP.
+
+    For multi-node deployments on PostgreSQL: any number of `worker` processes beside the
+    `serve` nodes. SIGTERM lets started sends finish, then exits.
+    """
+    from convodesk.workers.runner import run_workers
+
+    run_workers(_runtime(config))
+
+
 @app.command("emulator")
 def emulator(
     config: Annotated[str, typer.Option("--config", "-c", help="The emulator's YAML config.")],

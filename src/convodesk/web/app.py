@@ -31,10 +31,7 @@ from convodesk.storage.tables import AttachmentRow
 from convodesk.web import errors, sms_server
 from convodesk.web.api.v1 import admin, conversations, events, replies
 from convodesk.web.auth import PrincipalDep
-from convodesk.workers import housekeeping
-from convodesk.workers.media import MediaFetcher
-from convodesk.workers.processor import Processor
-from convodesk.workers.sender import Sender
+from convodesk.workers.runner import Workers
 
 
 def create_app(
@@ -46,9 +43,8 @@ def create_app(
     metrics = Metrics()
     directory = DirectoryCache(runtime)
     writer = EventWriter(runtime.engine)
-    processor = Processor(runtime, directory, metrics=metrics)
-    media = MediaFetcher(runtime, metrics=metrics)
-    sender = Sender(runtime, directory, transport=sinch_transport)
+    background = Workers(runtime, directory, metrics, sinch_transport=sinch_transport)
+    processor, media, sender = background.processor, background.media, background.sender
     intake = Intake(
         directory,
         writer,
@@ -64,12 +60,7 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         writer.start()
         stop = asyncio.Event()
-        tasks = [
-            asyncio.create_task(processor.run(stop)),
-            asyncio.create_task(media.run(stop)),
-            asyncio.create_task(sender.run(stop)),
-            asyncio.create_task(housekeeping.run(runtime, stop)),
-        ]
+        tasks = background.start(stop)
         if not workers:
             stop.set()
         # What start-up allocated lives as long as the process: moving it out of the
