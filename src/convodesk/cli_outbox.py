@@ -28,12 +28,12 @@ def outbox_list(
 ) -> None:
     """List outbox entries, newest first."""
     from convodesk.services import outbox
-    from convodesk.services.errors import InvalidConfigError
+    from convodesk.services.errors import InvalidRequestError
 
     runtime = _open(config)
     try:
         entries = outbox.list_entries(runtime, tuple(state or ("dead", "failed")), limit)
-    except InvalidConfigError as exc:
+    except InvalidRequestError as exc:
         for problem in exc.problems:
             typer.echo(f"--state: {problem.message}", err=True)
         raise typer.Exit(2) from exc

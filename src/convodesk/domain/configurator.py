@@ -871,6 +871,17 @@ def _triggers(fields: _Fields) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _check_unique_name(report: _Report, names: dict[str, Any], draft: Any) -> None:
+    """Report `draft` if an earlier draft in `names` has its name, ignoring case."""
+    first = names.setdefault(draft.name.lower(), draft) if draft.name else draft
+    if first is not draft:
+        report.error(
+            _key(draft.path, "name"),
+            f"name already used by {first.path} ({first.name}): names must be unique "
+            "(ignoring case)",
+        )
+
+
 def _check_services(report: _Report, services: list[Any] | None) -> None:
     """Unique names; an app belongs to one messaging service."""
     if services is None:
@@ -878,13 +889,7 @@ def _check_services(report: _Report, services: list[Any] | None) -> None:
     names: dict[str, _ServiceDraft] = {}
     owners: dict[str, tuple[_ServiceDraft, str]] = {}
     for draft in services:
-        first = names.setdefault(draft.name.lower(), draft) if draft.name else draft
-        if first is not draft:
-            report.error(
-                _key(draft.path, "name"),
-                f"name already used by {first.path} ({first.name}): names must be unique "
-                "(ignoring case)",
-            )
+        _check_unique_name(report, names, draft)
         for app_id, path in draft.apps:
             owner, owner_path = owners.setdefault(app_id, (draft, path))
             if owner is not draft:
@@ -1120,13 +1125,7 @@ def _check_queues(report: _Report, queues: list[Any] | None, services: list[Any]
     names: dict[str, _QueueDraft] = {}
     owners: dict[str, tuple[_QueueDraft, str]] = {}
     for draft in queues:
-        first = names.setdefault(draft.name.lower(), draft) if draft.name else draft
-        if first is not draft:
-            report.error(
-                _key(draft.path, "name"),
-                f"name already used by {first.path} ({first.name}): names must be unique "
-                "(ignoring case)",
-            )
+        _check_unique_name(report, names, draft)
         for address, path in draft.addresses:
             owner, owner_path = owners.setdefault(address.address, (draft, path))
             if owner is not draft:

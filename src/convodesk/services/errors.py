@@ -5,6 +5,7 @@ ServiceError
  +-- NotFoundError          the named resource does not exist (404)
  +-- ConflictError          it exists already, or the request contradicts itself (409)
  +-- InvalidConfigError     the change breaks a configurator rule; carries the problems (422)
+      +-- InvalidRequestError  a request body (a reply, a selection) is not valid (422)
 """
 
 from __future__ import annotations
@@ -30,3 +31,7 @@ class InvalidConfigError(ServiceError):
     def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
         super().__init__("; ".join(str(p) for p in problems))
         self.problems = tuple(problems)
+
+
+class InvalidRequestError(InvalidConfigError):
+    """The request body is not valid; `problems` name its fields."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from convodesk.domain.config_model import Problem
 from convodesk.runtime import Runtime
-from convodesk.services.errors import InvalidConfigError
+from convodesk.services.errors import InvalidRequestError
 from convodesk.storage import outbox
 from convodesk.storage.db import transaction
 
@@ -17,7 +17,7 @@ STATES = ("pending", "sending", "done", "failed", "dead")
 def list_entries(runtime: Runtime, states: tuple[str, ...], limit: int) -> list[dict[str, Any]]:
     unknown = sorted(set(states) - set(STATES))
     if unknown:
-        raise InvalidConfigError(
+        raise InvalidRequestError(
             [
                 Problem(
                     path="state",
@@ -56,7 +56,7 @@ def retry_entries(runtime: Runtime, body: dict[str, Any]) -> int:
     ):
         selection = ids
     else:
-        raise InvalidConfigError(
+        raise InvalidRequestError(
             [Problem(path="ids", message='expected {"ids": [outbox ids]} or {"all": true}')]
         )
     with transaction(runtime.sessions) as session:

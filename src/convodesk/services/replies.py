@@ -28,7 +28,7 @@ from convodesk.domain.config_model import Problem
 from convodesk.runtime import Runtime
 from convodesk.services import conversations as conversation_service
 from convodesk.services.conversations import MessageItem, message_item
-from convodesk.services.errors import ConflictError, InvalidConfigError
+from convodesk.services.errors import ConflictError, InvalidRequestError
 from convodesk.storage.api_tokens import Principal
 from convodesk.storage.conversations import MessageWithAttachments
 from convodesk.storage.db import transaction
@@ -44,10 +44,6 @@ class Reply:
     created: bool  # False when an Idempotency-Key matched an earlier request
 
 
-class InvalidReplyError(InvalidConfigError):
-    """The reply body is not valid; `problems` name the fields."""
-
-
 def whatsapp_window_open(last_inbound_at: datetime | None, now: datetime) -> bool:
     if last_inbound_at is None:
         return False
@@ -56,7 +52,7 @@ def whatsapp_window_open(last_inbound_at: datetime | None, now: datetime) -> boo
 
 
 def _content(body: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
-    """(kind, text, content) of a valid body, or InvalidReplyError naming every problem."""
+    """(kind, text, content) of a valid body, or InvalidRequestError naming every problem."""
     problems: list[Problem] = []
     given = [k for k in ("text", "template") if k in body]
     unknown = sorted(set(body) - {"text", "template"})
@@ -64,7 +60,7 @@ def _content(body: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
         problems.append(Problem(path=key, message="unknown field: expected text or template"))
     if len(given) != 1:
         problems.append(Problem(path="", message="expected exactly one of text or template"))
-        raise InvalidReplyError(problems)
+        raise InvalidRequestError(problems)
     if given == ["text"]:
         text = body["text"]
         if not isinstance(text, str) or not text.strip():
@@ -72,11 +68,11 @@ def _content(body: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
         elif len(text) > MAX_TEXT:
             problems.append(Problem(path="text", message=f"at most {MAX_TEXT} characters"))
         if problems:
-            raise InvalidReplyError(problems)
+            raise InvalidRequestError(problems)
         return "text", text, {}
     template = body["template"]
     if not isinstance(template, dict):
-        raise InvalidReplyError(
+        raise InvalidRequestError(
             [Problem(path="template", message="expected an object with name, language, parameters")]
         )
     name, language, params = (
@@ -103,7 +99,7 @@ def _content(body: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
             )
         )
     if problems:
-        raise InvalidReplyError(problems)
+        raise InvalidRequestError(problems)
     content = {"template": {"name": name, "language": language, "parameters": params}}
     return "template", f"[template {name} ({language})]", content
 

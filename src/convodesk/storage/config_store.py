@@ -379,20 +379,17 @@ def _business_hours_json(hours: BusinessHours | None) -> dict[str, Any] | None:
 
 
 def _apply_chat_settings(session: Session, settings: ChatSettings) -> list[Change]:
-    old = _chat_settings(session)
-    if session.get(ChatSettingsRow, 1) is not None and old == settings:
-        return []
+    row = session.get(ChatSettingsRow, 1)
+    old = _chat_settings(session)  # the defaults while no row exists
+    fields = _diff(old, settings)
     data = dataclasses.asdict(settings)
     data["attachment_types"] = list(settings.attachment_types)
-    row = session.get(ChatSettingsRow, 1)
     if row is None:
         session.add(ChatSettingsRow(id=1, settings=data))
-        fields = _diff(ChatSettings(), settings)
-    else:
+    elif fields:
         row.settings = data
-        fields = _diff(old, settings)
-    if not fields and row is None:
-        # Defaults written for the first time: nothing an admin would call a change.
+    # Defaults written for the first time are nothing an admin would call a change.
+    if not fields:
         return []
     return [Change(action="changed", section="chat_settings", name="chat_settings", fields=fields)]
 

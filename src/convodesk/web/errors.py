@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from convodesk.services.errors import (
     ConflictError,
     InvalidConfigError,
+    InvalidRequestError,
     NotFoundError,
     ServiceError,
 )
@@ -24,6 +25,7 @@ from convodesk.services.errors import (
 _STATUS: list[tuple[type[ServiceError], int, str]] = [
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
+    (InvalidRequestError, 422, "invalid_request"),
     (InvalidConfigError, 422, "invalid_configuration"),
 ]
 
@@ -43,7 +45,8 @@ async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
         extra["errors"] = [
             {"path": p.path, "message": p.message, "severity": p.severity} for p in exc.problems
         ]
-        message = f"{len(exc.problems)} configuration error(s)"
+        kind = "request" if isinstance(exc, InvalidRequestError) else "configuration"
+        message = f"{len(exc.problems)} {kind} error(s)"
     else:
         message = str(exc)
     return JSONResponse(error_body(code, message, **extra), status_code=status)

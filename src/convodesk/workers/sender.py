@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -176,17 +177,15 @@ class Sender:
         log.warning("send failed", message_id=job.message_id, state=state, code=code, error=reason)
 
 
+@dataclass(frozen=True)
 class _Target:
-    def __init__(
-        self, request: SendRequest, url: str, key_id: str, key_secret: str, buckets: list[Bucket]
-    ) -> None:
-        self.request, self.url, self.key_id, self.key_secret, self.buckets = (
-            request,
-            url,
-            key_id,
-            key_secret,
-            buckets,
-        )
+    """Everything one send needs besides the job: the request and where and as whom."""
+
+    request: SendRequest
+    url: str
+    key_id: str
+    key_secret: str
+    buckets: list[Bucket]
 
 
 def _target(directory: Directory, job: SendJob) -> _Target:

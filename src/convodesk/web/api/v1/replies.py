@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from convodesk.services import outbox as outbox_service
@@ -41,8 +42,7 @@ async def send_reply(
     )
     if reply.created:
         request.app.state.sender.wake()
-    payload = reply.message.__dict__ | {"attachments": []}
-    return JSONResponse(_jsonable(payload), status_code=202 if reply.created else 200)
+    return JSONResponse(jsonable_encoder(reply.message), status_code=202 if reply.created else 200)
 
 
 @router.get("/outbox", summary="Outbox entries by state (default: dead letters and failures)")
@@ -66,9 +66,3 @@ async def retry_outbox(
     count = await run_in_threadpool(outbox_service.retry_entries, runtime, body)
     request.app.state.sender.wake()
     return {"retried": count}
-
-
-def _jsonable(value: Any) -> Any:
-    from fastapi.encoders import jsonable_encoder
-
-    return jsonable_encoder(value)
