@@ -57,6 +57,9 @@ class MessagingServiceRow(Base):
     webhook_secret_enc: Mapped[str] = mapped_column(Text)
     webhook_secret_env: Mapped[str | None] = mapped_column(String(200))
     triggers: Mapped[list[str]] = mapped_column(JSON)
+    # The approved WhatsApp templates of the service's apps, as the config file writes them
+    # (``[{app_id, name, language, parameters, text}]``); None before any were configured.
+    whatsapp_templates: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -294,17 +297,27 @@ class DeliveryReportRow(Base):
 class AttachmentRow(Base):
     """A media file of a message, kept in our attachment store (Sinch's URLs expire).
 
-    `state`: pending (download to do), stored, failed (after the retries; the message stays).
+    Inbound media (downloaded from Sinch) and agent uploads (media replies) both live here.
+    `state`: pending (download to do), stored, failed (after the retries; the message stays),
+    expired (the retention ran out: the file is deleted, the row stays for the transcript).
     `token` is the unguessable name under which `/sms/richcontent/{token}` serves it.
+    An upload has `conversation_id` and `uploaded_by` and no `message_id` until a reply uses it.
     """
 
     __tablename__ = "attachments"
-    __table_args__ = (Index("ix_attachments_state", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_attachments_state", "state", "next_attempt_at"),
+        Index("ix_attachments_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    message_id: Mapped[int] = mapped_column(
+    message_id: Mapped[int | None] = mapped_column(
         ForeignKey("messages.id", ondelete="CASCADE"), index=True
     )
+    conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    uploaded_by: Mapped[str | None] = mapped_column(String(100))
     token: Mapped[str] = mapped_column(String(64), unique=True)
     source_url: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(20))
