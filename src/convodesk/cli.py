@@ -14,7 +14,7 @@ from typing import Annotated, Literal, NoReturn
 import typer
 import yaml
 
-from convodesk import config_file
+from convodesk import cli_doctor, config_file
 from convodesk.cli_events import events_app
 from convodesk.cli_outbox import outbox_app
 from convodesk.domain.config_model import Problem, SystemConfig
@@ -236,6 +236,9 @@ def worker(config: ConfigOption = None) -> None:
     from convodesk.workers.runner import run_workers
 
     run_workers(_runtime(config))
+
+
+app.command("doctor")(cli_doctor.doctor)
 
 
 @app.command("emulator")
