@@ -119,6 +119,23 @@ class InboundWebhook:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WhatsAppTemplate:
+    """An approved WhatsApp template that agents of one app may send.
+
+    `name` is the name WhatsApp approved (Sinch's ``template_id``), `language` a WhatsApp code
+    in underscore form (``sv_SE``, ``en``), `parameters` the keys in Sinch's form
+    (``body[1]text``, ``header[1]image.link``, ``button[0]url[1]text``), every one of which a
+    reply must fill. `text` is a preview for agents with ``{body[1]text}`` placeholders.
+    """
+
+    app_id: str
+    name: str
+    language: str
+    parameters: tuple[str, ...] = ()
+    text: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class MessagingService:
     name: str
     type: str  # always "sinchconversation"
@@ -127,10 +144,14 @@ class MessagingService:
     project_id: str
     outbound: tuple[OutboundCredential, ...]
     inbound: InboundWebhook
+    whatsapp_templates: tuple[WhatsAppTemplate, ...] = ()
 
     @property
     def app_ids(self) -> tuple[str, ...]:
         return tuple(c.app_id for c in self.outbound)
+
+    def templates_for(self, app_id: str) -> tuple[WhatsAppTemplate, ...]:
+        return tuple(t for t in self.whatsapp_templates if t.app_id == app_id)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -47,6 +47,7 @@ from convodesk.domain.config_model import (
     QueueAddress,
     Role,
     SystemConfig,
+    WhatsAppTemplate,
 )
 from convodesk.domain.secrets import MASK, Secret
 
@@ -84,7 +85,15 @@ MIN_PASSWORD_LENGTH = 8
 # The keys each kind of object accepts: anything else is an error, so typos are never lost.
 KEYS: dict[str, tuple[str, ...]] = {
     "config": TOP_LEVEL_KEYS,
-    "service": ("name", "type", "service_connection", "region", "authentication"),
+    "service": (
+        "name",
+        "type",
+        "service_connection",
+        "region",
+        "authentication",
+        "whatsapp_templates",
+    ),
+    "whatsapp_template": ("app_id", "name", "language", "parameters", "text"),
     "outbound": ("auth_id", "password"),
     "webhook": ("auth_id", "password", "triggers"),
     "queue": (
@@ -112,6 +121,10 @@ KEY_HINTS: dict[tuple[str, object], str] = {
     ("service", "triggers"): " (triggers belong to the webhook entry in authentication)",
     ("queue", "address"): " (did you mean addresses?)",
     ("agent", "queue"): " (did you mean queues?)",
+    ("service", "templates"): " (did you mean whatsapp_templates?)",
+    ("whatsapp_template", "template_id"): " (the approved template name goes in name)",
+    ("whatsapp_template", "language_code"): " (did you mean language?)",
+    ("whatsapp_template", "params"): " (did you mean parameters?)",
 }
 
 # chat_settings integers: field -> (minimum, maximum); None is unbounded.
@@ -145,6 +158,24 @@ MIME_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&
 TIME_RANGE_RE = re.compile(r"([0-9]{2}):([0-9]{2})-([0-9]{2}):([0-9]{2})")
 DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
+# WhatsApp templates (docs/howto/whatsapp-templates.md). Names: what WhatsApp approves.
+TEMPLATE_NAME_RE = re.compile(r"[a-z0-9_]{1,512}")
+# WhatsApp language codes are written with an underscore: en, sv_SE, pt_BR, zh_HK.
+LANGUAGE_RE = re.compile(r"[a-z]{2,3}(?:_[A-Z]{2,3})?")
+# Sinch's parameter keys, <component>[<index>]<sub_type>[<parameter index>]<field>, as its
+# WhatsApp channel page spells them (body[1]text, header[1]image.link, button[0]url[1]text,
+# button[0]quick_reply[1]payload). The carousel[<card>] prefix follows the newer form of that
+# page, of which we saw no example: NOT VERIFIED.
+_MEDIA_FIELD = (
+    r"(?:text|(?:image|video)\.(?:link|provider\.name)"
+    r"|document\.(?:link|filename|provider\.name))"
+)
+TEMPLATE_PARAMETER_RE = re.compile(
+    r"(?:carousel\[[0-9]+\])?(?:"
+    rf"header\[[1-9][0-9]*\]{_MEDIA_FIELD}"
+    r"|body\[[1-9][0-9]*\]text"
+    r"|button\[[0-9]+\](?:url\[[1-9][0-9]*\]text|quick_reply\[[1-9][0-9]*\]payload))"
+)
 
 CONNECTION_FORM = (
     "https://{eu|us|br}.conversation.api.sinch.com/v1/projects/{project}/messages:send"
@@ -159,6 +190,11 @@ SENDER_FORM = (
 )
 MEDIA_HTTPS = "WhatsApp rich content (media) needs a public https:// URL"
 WEBHOOK_FORM = "{auth_id: webhook, password: SECRET, triggers: [MESSAGE_INBOUND, ...]}"
+TEMPLATE_FORM = "a WhatsApp template {app_id, name, language, parameters, text}"
+TEMPLATE_PARAMETER_FORM = (
+    "a Sinch WhatsApp parameter key such as body[1]text, header[1]text, header[1]image.link, "
+    "button[0]url[1]text or button[0]quick_reply[1]payload"
+)
 
 
 @dataclass(frozen=True)
@@ -612,6 +648,7 @@ def _service(report: _Report, value: object, path: str, custom: bool) -> _Servic
     parsed = _connection(report, connection, fields.at("service_connection"), custom)
     region = _region(fields, parsed, connection)
     auth = _authentication(fields)
+    templates = _whatsapp_templates(fields, [app_id for app_id, _ in auth.apps])
     draft = _ServiceDraft(
         path=path,
         name=name,
@@ -628,6 +665,7 @@ def _service(report: _Report, value: object, path: str, custom: bool) -> _Servic
             project_id=parsed[1],
             outbound=tuple(auth.outbound),
             inbound=auth.inbound,
+            whatsapp_templates=templates,
         )
     return draft
 
@@ -869,6 +907,167 @@ def _triggers(fields: _Fields) -> tuple[str, ...]:
             "missing MESSAGE_DELIVERY: no delivery receipts, no delivery events in the log",
         )
     return tuple(found)
+
+
+# --------------------------------------------------------------------------- templates
+
+
+def _whatsapp_templates(fields: _Fields, app_ids: list[str]) -> tuple[WhatsAppTemplate, ...]:
+    """The service's WhatsApp templates; (app_id, name, language) is unique."""
+    items = fields.sequence(
+        "whatsapp_templates",
+        "a list of WhatsApp templates {app_id, name, language, parameters, text}",
+        required=False,
+    )
+    path = fields.at("whatsapp_templates")
+    found: list[WhatsAppTemplate] = []
+    first: dict[tuple[str, str, str], int] = {}
+    for index, item in enumerate(items or ()):
+        item_path = _item(path, index)
+        template = _whatsapp_template(fields.report, item, item_path, app_ids)
+        if template is None:
+            continue
+        key = (template.app_id, template.name, template.language)
+        earlier = first.setdefault(key, index)
+        if earlier != index:
+            fields.report.error(
+                item_path,
+                f"template {template.name} ({template.language}) of app {template.app_id} is "
+                f"listed already (whatsapp_templates[{earlier}]): one entry per app, name and "
+                "language",
+            )
+        else:
+            found.append(template)
+    return tuple(found)
+
+
+def _whatsapp_template(
+    report: _Report, value: object, path: str, app_ids: list[str]
+) -> WhatsAppTemplate | None:
+    data = _mapping(report, value, path, TEMPLATE_FORM)
+    if data is None:
+        return None
+    fields = _Fields(report, data, path, "whatsapp_template")
+    errors = report.errors
+    app_id = _template_app(fields, app_ids)
+    name = _template_name(fields)
+    language = _template_language(fields)
+    parameters, given = _template_parameters(fields)
+    text = _template_text(fields, parameters, given)
+    if report.errors != errors:
+        return None
+    return WhatsAppTemplate(
+        app_id=app_id, name=name, language=language, parameters=parameters, text=text
+    )
+
+
+def _template_app(fields: _Fields, app_ids: list[str]) -> str:
+    expected = "the app id of one of this service's outbound entries (KEYID@APPID)"
+    value = fields.text("app_id", expected)
+    if not value:
+        return value
+    errors = fields.report.errors
+    checked = _app_id(fields.report, value, fields.at("app_id"))
+    if checked is None or fields.report.errors != errors or not app_ids:
+        return checked or value
+    if checked not in app_ids:
+        fields.report.error(
+            fields.at("app_id"),
+            f"app {checked} is not an outbound app of this messaging service: expected "
+            f"{_either(app_ids)} (templates are sent by the service's own apps)",
+        )
+    return checked
+
+
+def _template_name(fields: _Fields) -> str:
+    name = fields.text("name", "the name WhatsApp approved, such as order_update")
+    if not name or TEMPLATE_NAME_RE.fullmatch(name):
+        return name
+    if TEMPLATE_NAME_RE.fullmatch(name.lower()):
+        fields.report.error(
+            fields.at("name"), f"WhatsApp template names are lower case: use {name.lower()}"
+        )
+    else:
+        fields.report.error(
+            fields.at("name"),
+            "expected the approved template name: 1-512 lower-case letters, digits and "
+            f"underscores, such as order_update, got {_got(name)}",
+        )
+    return name
+
+
+def _template_language(fields: _Fields) -> str:
+    expected = "a WhatsApp language code such as sv_SE or en"
+    language = fields.text("language", expected)
+    if not language or LANGUAGE_RE.fullmatch(language):
+        return language
+    head, _, tail = language.replace("-", "_").partition("_")
+    corrected = head.lower() + (f"_{tail.upper()}" if tail else "")
+    if LANGUAGE_RE.fullmatch(corrected):
+        fields.report.error(
+            fields.at("language"),
+            f"WhatsApp writes language codes with an underscore and an upper-case country: "
+            f"use {corrected}",
+        )
+    else:
+        fields.report.error(fields.at("language"), f"expected {expected}, got {_got(language)}")
+    return language
+
+
+def _template_parameters(fields: _Fields) -> tuple[tuple[str, ...], set[str]]:
+    """(the valid parameter keys, every string given): placeholders are checked against the
+    second, so that one bad key is reported once."""
+    items = fields.sequence(
+        "parameters", f"a list of parameter keys ({TEMPLATE_PARAMETER_FORM})", required=False
+    )
+    found: list[str] = []
+    given: set[str] = set()
+    for index, item in enumerate(items or ()):
+        path = _item(fields.at("parameters"), index)
+        if isinstance(item, str):
+            given.add(item)
+        if not isinstance(item, str) or not TEMPLATE_PARAMETER_RE.fullmatch(item):
+            fields.report.error(path, _parameter_problem(item))
+        elif item in found:
+            fields.report.error(path, f"listed twice ({item}): parameter keys are unique")
+        else:
+            found.append(_plain(item))
+    return tuple(found), given
+
+
+def _parameter_problem(item: object) -> str:
+    expected = f"expected {TEMPLATE_PARAMETER_FORM}, got {_got(item)}"
+    if not isinstance(item, str):
+        return expected
+    if TEMPLATE_PARAMETER_RE.fullmatch(item.lower()):
+        return f"parameter keys are lower case: use {item.lower()}"
+    whatsapp_style = re.fullmatch(r"\{*\s*([0-9]+)\s*\}*", item)
+    if whatsapp_style:
+        number = whatsapp_style.group(1)
+        return f"{expected} (WhatsApp's {{{{{number}}}}} in the body is body[{number}]text)"
+    indexed = re.sub(r"^((?:carousel\[[0-9]+\])?(?:header|body))\[0\]", r"\1[1]", item)
+    if indexed != item and TEMPLATE_PARAMETER_RE.fullmatch(indexed):
+        return f"parameter indexes start at 1: use {indexed}"
+    return expected
+
+
+def _template_text(fields: _Fields, parameters: tuple[str, ...], given: set[str]) -> str | None:
+    value = fields.get("text")
+    if value is None:
+        return None
+    text = _text(
+        fields.report, value, fields.at("text"), "a preview text with {body[1]text} placeholders"
+    )
+    unknown = [p for p in PLACEHOLDER_RE.findall(text) if p not in given]
+    if unknown:
+        listed = _one_of("{" + p + "}" for p in parameters) if parameters else "none"
+        hint = " (write WhatsApp's {{1}} as {body[1]text})" if unknown[0].isdigit() else ""
+        fields.report.error(
+            fields.at("text"),
+            f"unknown placeholder {{{unknown[0]}}}{hint}: the placeholders are the template's "
+            f"parameters: {listed}",
+        )
+    return text or None
 
 
 def _check_unique_name(report: _Report, names: dict[str, Any], draft: Any) -> None:
@@ -1492,6 +1691,21 @@ def _service_dict(
     if _region_in_connection(service.service_connection) != service.region:
         out["region"] = service.region
     out["authentication"] = auth
+    if service.whatsapp_templates:
+        out["whatsapp_templates"] = [dump_template(t) for t in service.whatsapp_templates]
+    return out
+
+
+def dump_template(template: WhatsAppTemplate) -> dict[str, Any]:
+    """One WhatsApp template; `text` only when set."""
+    out: dict[str, Any] = {
+        "app_id": template.app_id,
+        "name": template.name,
+        "language": template.language,
+        "parameters": list(template.parameters),
+    }
+    if template.text is not None:
+        out["text"] = template.text
     return out
 
 

@@ -4,6 +4,10 @@ An admin token sees every conversation. An agent token sees the conversations of
 queues its agent belongs to (`agent_queues`), and nothing else: another queue's
 conversation is "not found", the same answer as an id that does not exist, so that ids
 do not reveal what other queues hold.
+
+WhatsApp conversations carry their 24-hour window (`whatsapp_window`): free text reaches the
+customer only within 24 hours of their last message; after that only an approved template
+does. `conversation_templates` lists the templates configured for the conversation's app.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
+from convodesk.domain import reasons
+from convodesk.domain.config_model import WhatsAppTemplate
 from convodesk.runtime import Runtime
 from convodesk.services.errors import NotFoundError
 from convodesk.services.event_log import MAX_PAGE, as_utc
-from convodesk.storage import conversations
+from convodesk.storage import config_store, conversations
 from convodesk.storage.api_tokens import Principal
 from convodesk.storage.conversations import MessageWithAttachments
 from convodesk.storage.db import transaction
@@ -28,6 +34,31 @@ RICHCONTENT_PATH = "/sms/richcontent/"
 # Channels send a composing event while the customer types and often no "stopped" event:
 # the signal fades after this long.
 TYPING_SECONDS = 15
+# WhatsApp's customer-service window: 24 hours from the customer's last message (reference
+# section 7); outside it only an approved template may be sent.
+WHATSAPP_WINDOW = timedelta(hours=24)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WhatsAppWindow:
+    open: bool
+    # The customer's last message + 24 h: when the window closes, or closed (then in the
+    # past). None when the customer never wrote in this conversation.
+    closes_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TemplateItem:
+    name: str
+    language: str
+    parameters: list[str]  # a reply gives exactly these
+    text: str | None  # a preview with {parameter} placeholders
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationTemplates:
+    whatsapp_window: WhatsAppWindow | None  # None off WhatsApp
+    templates: list[TemplateItem]  # those of the conversation's app; none off WhatsApp
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +79,7 @@ class ConversationItem:
     sinch_contact_id: str | None
     customer_typing_at: datetime | None
     customer_typing: bool  # a composing event in the last TYPING_SECONDS, not yet ended
+    whatsapp_window: WhatsAppWindow | None  # None off WhatsApp
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,8 +107,9 @@ class MessageItem:
     text: str | None
     content: dict[str, Any]
     status: str
-    reason_code: str | None
-    reason_text: str | None
+    reason_code: str | None  # Sinch's reason code, or ours (CANNOT_SEND, SEND_GAVE_UP, HTTP_4xx)
+    reason_text: str | None  # the technical description that came with it
+    failure_text: str | None  # for a FAILED message: the reason in plain words, for the agent
     sinch_message_id: str | None
     reply_to: str | None
     created_at: datetime
@@ -94,7 +127,29 @@ def _optional(value: datetime | None) -> datetime | None:
     return as_utc(value) if value is not None else None
 
 
-def conversation_item(row: ConversationRow) -> ConversationItem:
+def whatsapp_window(
+    channel: str, last_inbound_at: datetime | None, now: datetime
+) -> WhatsAppWindow | None:
+    """The 24-hour window of a WhatsApp conversation; None on other channels."""
+    if channel != "WHATSAPP":
+        return None
+    if last_inbound_at is None:
+        return WhatsAppWindow(open=False, closes_at=None)
+    closes_at = as_utc(last_inbound_at) + WHATSAPP_WINDOW
+    return WhatsAppWindow(open=now < closes_at, closes_at=closes_at)
+
+
+def template_item(template: WhatsAppTemplate) -> TemplateItem:
+    return TemplateItem(
+        name=template.name,
+        language=template.language,
+        parameters=list(template.parameters),
+        text=template.text,
+    )
+
+
+def conversation_item(row: ConversationRow, *, now: datetime | None = None) -> ConversationItem:
+    now = now or datetime.now(UTC)
     typing_at = _optional(row.customer_typing_at)
     return ConversationItem(
         id=row.id,
@@ -113,7 +168,8 @@ def conversation_item(row: ConversationRow) -> ConversationItem:
         sinch_contact_id=row.sinch_contact_id,
         customer_typing_at=typing_at,
         customer_typing=typing_at is not None
-        and datetime.now(UTC) - typing_at < timedelta(seconds=TYPING_SECONDS),
+        and now - typing_at < timedelta(seconds=TYPING_SECONDS),
+        whatsapp_window=whatsapp_window(row.channel, row.last_inbound_at, now),
     )
 
 
@@ -140,6 +196,7 @@ def message_item(entry: MessageWithAttachments) -> MessageItem:
         status=m.status,
         reason_code=m.reason_code,
         reason_text=m.reason_text,
+        failure_text=reasons.failure_text(m.reason_code) if m.status == "FAILED" else None,
         sinch_message_id=m.sinch_message_id,
         reply_to=m.reply_to,
         created_at=as_utc(m.created_at),
@@ -178,6 +235,7 @@ def list_conversations(
     identity: str | None = None,
     limit: int = 50,
     before: int | None = None,
+    now: datetime | None = None,
 ) -> ConversationPage:
     limit = max(1, min(limit, MAX_PAGE))
     with transaction(runtime.sessions) as session:
@@ -191,15 +249,31 @@ def list_conversations(
             limit=limit + 1,
             before_id=before,
         )
-        items = [conversation_item(row) for row in rows[:limit]]
+        items = [conversation_item(row, now=now) for row in rows[:limit]]
     return ConversationPage(items=items, next=items[-1].id if len(rows) > limit else None)
 
 
 def get_conversation(
-    runtime: Runtime, principal: Principal, conversation_id: int
+    runtime: Runtime, principal: Principal, conversation_id: int, *, now: datetime | None = None
 ) -> ConversationItem:
     with transaction(runtime.sessions) as session:
-        return conversation_item(visible_conversation(session, principal, conversation_id))
+        row = visible_conversation(session, principal, conversation_id)
+        return conversation_item(row, now=now)
+
+
+def conversation_templates(
+    runtime: Runtime, principal: Principal, conversation_id: int, *, now: datetime | None = None
+) -> ConversationTemplates:
+    """The window and the templates an agent may send in this conversation."""
+    with transaction(runtime.sessions) as session:
+        row = visible_conversation(session, principal, conversation_id)
+        window = whatsapp_window(row.channel, row.last_inbound_at, now or datetime.now(UTC))
+        if window is None:
+            return ConversationTemplates(whatsapp_window=None, templates=[])
+        templates = config_store.whatsapp_templates(session, row.service, row.app_id)
+    return ConversationTemplates(
+        whatsapp_window=window, templates=[template_item(t) for t in templates]
+    )
 
 
 def list_messages(

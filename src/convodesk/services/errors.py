@@ -10,11 +10,19 @@ ServiceError
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from convodesk.domain.config_model import Problem
 
 
 class ServiceError(Exception):
-    """The request cannot be carried out."""
+    """The request cannot be carried out. `data` holds named fields that the answer carries
+    beside the message (e.g. the templates to send instead), JSON-ready."""
+
+    def __init__(self, *args: object, data: Mapping[str, Any] | None = None) -> None:
+        super().__init__(*args)
+        self.data = dict(data or {})
 
 
 class NotFoundError(ServiceError):
@@ -28,8 +36,13 @@ class ConflictError(ServiceError):
 class InvalidConfigError(ServiceError):
     """The change would break a configurator rule."""
 
-    def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
-        super().__init__("; ".join(str(p) for p in problems))
+    def __init__(
+        self,
+        problems: list[Problem] | tuple[Problem, ...],
+        *,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__("; ".join(str(p) for p in problems), data=data)
         self.problems = tuple(problems)
 
 

@@ -7,8 +7,12 @@ Accepted bodies (exactly one content):
 - ``{"template": {"name": "order_update", "language": "sv_SE", "parameters": {...}}}``:
   a WhatsApp template, the only way to write on WhatsApp outside the 24-hour window.
 
-On WhatsApp, free text is refused while the customer's 24-hour window is closed (no
-inbound message in the last 24 hours), with a message that says to send a template.
+On WhatsApp, anything but a template is refused (409) while the customer's 24-hour window is
+closed (no inbound message in the last 24 hours); the answer names the templates configured
+for the conversation's app and carries them as ``"templates"``. A template must be one
+configured for that app (`messaging_services[].whatsapp_templates`) in that language, and its
+parameters exactly the configured keys (422 otherwise, naming what is available, missing or
+unknown). Templates are WhatsApp's: on other channels they are refused (422).
 
 ``Idempotency-Key``: a client that repeats a request with the same key (per API token) gets
 the message of the first request back and nothing is sent twice.
@@ -16,26 +20,28 @@ the message of the first request back and nothing is sent twice.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from convodesk.domain.config_model import Problem
+from convodesk.domain.config_model import Problem, WhatsAppTemplate
 from convodesk.runtime import Runtime
 from convodesk.services import conversations as conversation_service
 from convodesk.services.conversations import MessageItem, message_item
 from convodesk.services.errors import ConflictError, InvalidRequestError
+from convodesk.storage import config_store
 from convodesk.storage.api_tokens import Principal
 from convodesk.storage.conversations import MessageWithAttachments
 from convodesk.storage.db import transaction
-from convodesk.storage.tables import AgentRow, MessageRow, OutboxRow
+from convodesk.storage.tables import AgentRow, ConversationRow, MessageRow, OutboxRow
 
-WHATSAPP_WINDOW = timedelta(hours=24)
 MAX_TEXT = 4096
+_PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 
 
 @dataclass(frozen=True)
@@ -44,11 +50,116 @@ class Reply:
     created: bool  # False when an Idempotency-Key matched an earlier request
 
 
-def whatsapp_window_open(last_inbound_at: datetime | None, now: datetime) -> bool:
-    if last_inbound_at is None:
-        return False
-    aware = last_inbound_at if last_inbound_at.tzinfo else last_inbound_at.replace(tzinfo=UTC)
-    return now - aware < WHATSAPP_WINDOW
+def _whatsapp_rules(
+    session: Session,
+    conversation: ConversationRow,
+    kind: str,
+    text: str | None,
+    content: dict[str, Any],
+    now: datetime,
+) -> str | None:
+    """WhatsApp's rules for a reply; returns the text to store (a template's filled-in
+    preview, when it has one).
+
+    Templates only on WhatsApp, and only as configured for the conversation's app; anything
+    else on WhatsApp only while the customer's 24-hour window is open.
+    """
+    if conversation.channel != "WHATSAPP":
+        if kind == "template":
+            raise InvalidRequestError(
+                [
+                    Problem(
+                        path="template",
+                        message="templates are for WhatsApp only: this conversation is on "
+                        f"{conversation.channel}, where any text can be sent",
+                    )
+                ]
+            )
+        return text
+    templates = config_store.whatsapp_templates(session, conversation.service, conversation.app_id)
+    if kind == "template":
+        return _check_template(templates, content["template"], conversation.app_id)
+    window = conversation_service.whatsapp_window(
+        conversation.channel, conversation.last_inbound_at, now
+    )
+    if window is not None and not window.open:
+        offer = (
+            f": {_listed(templates)}"
+            if templates
+            else f", but app {conversation.app_id} has none configured (an administrator adds "
+            f"them to messaging service {conversation.service}, whatsapp_templates)"
+        )
+        raise ConflictError(
+            "the WhatsApp 24-hour window is closed (the customer has not written in the last "
+            f"24 hours): send an approved template instead{offer}",
+            data={
+                "whatsapp_window": {"open": False, "closes_at": _iso(window.closes_at)},
+                "templates": _templates_json(templates),
+            },
+        )
+    return text
+
+
+def _check_template(
+    templates: tuple[WhatsAppTemplate, ...], requested: dict[str, Any], app_id: str
+) -> str:
+    name, language = requested["name"], requested["language"]
+    parameters: dict[str, str] = requested["parameters"]
+    template = next((t for t in templates if (t.name, t.language) == (name, language)), None)
+    if template is None:
+        languages = [t.language for t in templates if t.name == name]
+        if languages:
+            problem = Problem(
+                path="template.language",
+                message=f"template {name} has no language {language!r} for this conversation's "
+                f"app; its languages: {', '.join(languages)}",
+            )
+        else:
+            available = _listed(templates) if templates else "none are configured"
+            problem = Problem(
+                path="template.name",
+                message=f"no template {name!r} is configured for app {app_id}; "
+                f"its templates: {available}",
+            )
+        raise InvalidRequestError([problem], data={"templates": _templates_json(templates)})
+    expected = ", ".join(template.parameters) or "none"
+    missing = [p for p in template.parameters if p not in parameters]
+    unknown = sorted(p for p in parameters if p not in template.parameters)
+    problems = [
+        Problem(
+            path="template.parameters",
+            message=f"{label} {', '.join(keys)}: template {name} ({language}) takes exactly "
+            f"these parameters: {expected}",
+        )
+        for label, keys in (("missing", missing), ("unknown", unknown))
+        if keys
+    ]
+    if problems:
+        raise InvalidRequestError(problems)
+    if template.text is None:
+        return f"[template {name} ({language})]"
+    return _PLACEHOLDER_RE.sub(lambda m: parameters.get(m.group(1), m.group(0)), template.text)
+
+
+def _listed(templates: tuple[WhatsAppTemplate, ...]) -> str:
+    return ", ".join(f"{t.name} ({t.language})" for t in templates)
+
+
+def _templates_json(templates: tuple[WhatsAppTemplate, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": t.name,
+            "language": t.language,
+            "parameters": list(t.parameters),
+            "text": t.text,
+        }
+        for t in templates
+    ]
+
+
+def _iso(value: datetime | None) -> str | None:
+    """As the API writes times (``2024-06-10T06:04:00Z``)."""
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 def _content(body: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
@@ -125,15 +236,7 @@ def send_agent_reply(
             )
             if conversation.status == "closed":
                 raise ConflictError("the conversation is closed")
-            if (
-                kind == "text"
-                and conversation.channel == "WHATSAPP"
-                and not whatsapp_window_open(conversation.last_inbound_at, now)
-            ):
-                raise ConflictError(
-                    "the WhatsApp 24-hour window is closed (the customer has not written in the "
-                    "last 24 hours): send an approved template instead"
-                )
+            text = _whatsapp_rules(session, conversation, kind, text, content, now)
             author_name = None
             if principal.agent_login:
                 author_name = session.scalar(

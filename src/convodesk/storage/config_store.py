@@ -34,6 +34,7 @@ from convodesk.domain.config_model import (
     Queue,
     QueueAddress,
     SystemConfig,
+    WhatsAppTemplate,
 )
 from convodesk.domain.secrets import Secret
 from convodesk.storage.crypto import SecretBox
@@ -144,7 +145,45 @@ def _service(row: MessagingServiceRow, box: SecretBox) -> MessagingService:
             secret=Secret(box.decrypt(row.webhook_secret_enc), env_var=row.webhook_secret_env),
             triggers=tuple(row.triggers),
         ),
+        whatsapp_templates=_templates(row.whatsapp_templates),
     )
+
+
+def _templates(data: list[dict[str, Any]] | None) -> tuple[WhatsAppTemplate, ...]:
+    return tuple(
+        WhatsAppTemplate(
+            app_id=t["app_id"],
+            name=t["name"],
+            language=t["language"],
+            parameters=tuple(t.get("parameters", ())),
+            text=t.get("text"),
+        )
+        for t in data or ()
+    )
+
+
+def _templates_json(templates: tuple[WhatsAppTemplate, ...]) -> list[dict[str, Any]] | None:
+    """As the column keeps them; None when there are none (as before any were configured)."""
+    if not templates:
+        return None
+    return [
+        {
+            "app_id": t.app_id,
+            "name": t.name,
+            "language": t.language,
+            "parameters": list(t.parameters),
+            "text": t.text,
+        }
+        for t in templates
+    ]
+
+
+def whatsapp_templates(session: Session, service: str, app_id: str) -> tuple[WhatsAppTemplate, ...]:
+    """The stored templates of one app of a messaging service (none if it is gone)."""
+    data = session.scalar(
+        select(MessagingServiceRow.whatsapp_templates).where(MessagingServiceRow.name == service)
+    )
+    return tuple(t for t in _templates(data) if t.app_id == app_id)
 
 
 def _queue(row: QueueRow) -> Queue:
@@ -310,6 +349,7 @@ def _write_service(
     row.webhook_secret_enc = box.encrypt(svc.inbound.secret.reveal())
     row.webhook_secret_env = svc.inbound.secret.env_var
     row.triggers = list(svc.inbound.triggers)
+    row.whatsapp_templates = _templates_json(svc.whatsapp_templates)
     # Replace the credentials; flush the removal first so the unique app ids are free.
     row.credentials.clear()
     session.flush()

@@ -83,7 +83,8 @@ def list_messages(
             .order_by(AttachmentRow.id)
         )
         for row in rows:
-            by_message[row.message_id].append(row)
+            if row.message_id is not None:  # always: selected by message id
+                by_message[row.message_id].append(row)
     return [MessageWithAttachments(message=m, attachments=by_message[m.id]) for m in messages]
 
 

@@ -2,7 +2,8 @@
 
 Every error body is ``{"error": {"code": <slug>, "message": <text>}}``; a configuration
 rule that fails answers 422 with ``"errors": [{"path", "message"}]`` beside it, the same
-list `config validate` prints.
+list `config validate` prints. An error's named `data` fields go beside them (a WhatsApp
+reply refused outside the window carries ``"templates"``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
         ((status, code) for cls, status, code in _STATUS if isinstance(exc, cls)),
         (400, "bad_request"),
     )
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {k: v for k, v in exc.data.items() if k not in ("error", "errors")}
     if isinstance(exc, InvalidConfigError):
         extra["errors"] = [
             {"path": p.path, "message": p.message, "severity": p.severity} for p in exc.problems

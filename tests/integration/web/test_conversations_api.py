@@ -78,6 +78,8 @@ def test_a_conversation_carries_its_fields(runtime: Runtime, admin: TestClient) 
         "sinch_contact_id": "01J0CONTACT0000000000000000",
         "customer_typing_at": None,
         "customer_typing": False,
+        # The customer wrote at 06:04 in 2024: the 24-hour window closed long ago.
+        "whatsapp_window": {"open": False, "closes_at": "2024-06-11T06:04:00Z"},
     }
     assert admin.get(f"/api/v1/conversations/{conversation_id}").json() == expected
     assert admin.get("/api/v1/conversations").json() == {"items": [expected], "next": None}
@@ -169,6 +171,7 @@ def test_messages_come_oldest_first_with_their_attachments(
         "status": "received",
         "reason_code": None,
         "reason_text": None,
+        "failure_text": None,
         "sinch_message_id": first["sinch_message_id"],
         "reply_to": None,
         "created_at": "2024-06-10T06:00:00Z",
@@ -201,6 +204,7 @@ def test_messages_come_oldest_first_with_their_attachments(
         first["sinch_message_id"],
     )
     assert third["reason_text"] == "the customer's phone is off"
+    assert third["failure_text"] == "The customer cannot be reached on this channel."
 
 
 def test_messages_page_forward_from_a_cursor(runtime: Runtime, admin: TestClient) -> None:

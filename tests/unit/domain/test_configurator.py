@@ -29,6 +29,7 @@ from convodesk.domain.config_model import (
     Queue,
     QueueAddress,
     SystemConfig,
+    WhatsAppTemplate,
 )
 from convodesk.domain.secrets import MASK, EnvStr, Secret
 
@@ -1716,6 +1717,53 @@ prompt_texts = st.one_of(
 )
 
 
+template_parameters = st.sampled_from(
+    [
+        "body[1]text",
+        "body[2]text",
+        "header[1]text",
+        "header[1]image.link",
+        "header[1]document.filename",
+        "button[0]url[1]text",
+        "button[1]quick_reply[1]payload",
+        "carousel[0]body[1]text",
+    ]
+)
+
+
+@st.composite
+def templates_strategy(draw: st.DrawFn, apps: list[str]) -> tuple[WhatsAppTemplate, ...]:
+    keys = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(apps),
+                st.from_regex(r"[a-z0-9_]{1,12}", fullmatch=True),
+                st.sampled_from(["en", "sv_SE", "pt_BR", "fil"]),
+            ),
+            unique=True,
+            max_size=3,
+        )
+    )
+    found = []
+    for app, name, language in keys:
+        parameters = tuple(draw(st.lists(template_parameters, unique=True, max_size=3)))
+        text = draw(
+            st.one_of(
+                st.none(),
+                st.text(printable, min_size=1, max_size=12).filter(
+                    lambda s: s.strip() and "{" not in s and "}" not in s
+                ),
+                st.just(" ".join(f"{{{p}}}" for p in parameters) or "Hello"),
+            )
+        )
+        found.append(
+            WhatsAppTemplate(
+                app_id=app, name=name, language=language, parameters=parameters, text=text
+            )
+        )
+    return tuple(found)
+
+
 @st.composite
 def services_strategy(draw: st.DrawFn, custom: bool) -> list[MessagingService]:
     count = draw(st.integers(0, 3))
@@ -1776,6 +1824,7 @@ def services_strategy(draw: st.DrawFn, custom: bool) -> list[MessagingService]:
                         )
                     ),
                 ),
+                whatsapp_templates=draw(templates_strategy(own)),
             )
         )
     return found

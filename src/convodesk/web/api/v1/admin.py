@@ -2,7 +2,8 @@
 
 Bodies have the config-file shape (docs/reference/configuration.md) and go through the same
 configurator; answers mask secrets as ``********``, and sending the mask back keeps the
-stored secret. Resources are addressed by name (agents by login).
+stored secret. Resources are addressed by name (agents by login). A messaging service
+carries its approved WhatsApp templates (`whatsapp_templates`) as part of its body.
 """
 
 from __future__ import annotations

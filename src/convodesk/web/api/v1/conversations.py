@@ -1,6 +1,7 @@
 """Conversations and their messages, read-only. Admin tokens see every conversation; an
 agent token sees those of its agent's queues, and gets 404 for any other (as for an id
-that does not exist), so ids reveal nothing.
+that does not exist), so ids reveal nothing. A WhatsApp conversation shows its 24-hour
+window; ``/templates`` lists the approved templates an agent may send in it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from convodesk.services.conversations import (
     ConversationItem,
     ConversationPage,
     ConversationStatus,
+    ConversationTemplates,
     MessagePage,
 )
 from convodesk.services.event_log import MAX_PAGE
@@ -61,6 +63,18 @@ async def get_conversation(
 ) -> ConversationItem:
     return await run_in_threadpool(
         conversations.get_conversation, runtime, principal, conversation_id
+    )
+
+
+@router.get(
+    "/conversations/{conversation_id}/templates",
+    summary="The WhatsApp window and the templates an agent may send in a conversation",
+)
+async def conversation_templates(
+    runtime: RuntimeDep, principal: PrincipalDep, conversation_id: ConversationId
+) -> ConversationTemplates:
+    return await run_in_threadpool(
+        conversations.conversation_templates, runtime, principal, conversation_id
     )
 
 
