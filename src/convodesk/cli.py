@@ -261,12 +261,33 @@ def demo(
     data_dir: Annotated[
         Path | None, typer.Option(help="Where to keep the data (default ./data).")
     ] = None,
+    customers: Annotated[
+        bool,
+        typer.Option(
+            "--customers/--no-customers",
+            help="Simulated customers writing in on WhatsApp, Messenger and SMS.",
+        ),
+    ] = True,
+    customer_interval: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            max=86400.0,
+            metavar="SECONDS",
+            help="Seconds between new simulated customers, on average.",
+        ),
+    ] = 30.0,
 ) -> None:
     """Everything on one machine, no account needed: SQLite, the Sinch emulator, a sample
     configuration and simulated customers. Prints the URL and the logins."""
     from convodesk.demo import run_demo
 
-    run_demo(port=port, data_dir=data_dir or Path("data"))
+    run_demo(
+        port=port,
+        data_dir=data_dir or Path("data"),
+        customers=customers,
+        customer_interval=customer_interval,
+    )
 
 
 def main() -> None:

@@ -1,4 +1,8 @@
-"""`convodesk demo` starts everything, a customer message reaches a queue, Ctrl-C stops it."""
+"""`convodesk demo` starts everything, customers' messages reach their queues, Ctrl-C stops it.
+
+The simulated customers come every second here (``--customer-interval 1``); the first one's
+message must become a conversation, as must one written by hand through the emulator.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from convodesk.demo import APP_EU
+from convodesk.demo import APP_EU, APP_US
+from convodesk.demo.scripts import PERSONAS
 from tests.integration.test_cli import free_port
 
 
@@ -30,6 +35,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
             str(port),
             "--data-dir",
             str(tmp_path / "d"),
+            "--customer-interval",
+            "1",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -37,9 +44,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         env=env,
     )
     lines: list[str] = []
-    reader = threading.Thread(
-        target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True
-    )  # type: ignore[union-attr]
+    stdout = proc.stdout
+    assert stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")), daemon=True)
     reader.start()
     try:
         deadline = time.monotonic() + 60
@@ -53,6 +60,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         assert emulator, output
         assert token, output
         assert "demo-anna-pass" in output
+        assert "customers      simulated" in output
         base = f"http://127.0.0.1:{port}"
         while True:
             try:
@@ -73,15 +81,31 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         )
         assert sent.status_code == 202, sent.text
         headers = {"Authorization": f"Bearer {token.group(1)}"}
+        queues = {"WHATSAPP": "whatsapp-support", "MESSENGER": "messenger-support"}
+        personas = {p.identity: p.channel for p in PERSONAS}
         while True:
             items = httpx.get(f"{base}/api/v1/conversations", headers=headers).json()["items"]
-            if items:
+            mine = [c for c in items if c["identity"] == "46701234567"]
+            simulated = [c for c in items if c["identity"] in personas]
+            if mine and simulated:
                 break
-            assert time.monotonic() < deadline, "the message never became a conversation"
+            assert time.monotonic() < deadline, f"no conversations yet: {items}"
             time.sleep(0.1)
-        assert items[0]["queue"] == "whatsapp-support"
+        assert mine[0]["queue"] == "whatsapp-support"
+        customer = simulated[0]
+        assert customer["channel"] == personas[customer["identity"]]
+        assert customer["queue"] == queues.get(customer["channel"], "sms-support")
+        assert customer["app_id"] == (APP_US if customer["channel"] == "SMS" else APP_EU)
+        messages = httpx.get(
+            f"{base}/api/v1/conversations/{customer['id']}/messages", headers=headers
+        ).json()["items"]
+        assert messages[0]["direction"] == "inbound"
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
         reader.join(timeout=5)
-    assert proc.returncode == 0, "".join(lines)
+    output = "".join(lines)
+    assert proc.returncode == 0, output
+    assert "simulated customers stop" in output
+    assert "Traceback" not in output
+    assert "customer stopped" not in output  # no customer was refused by the emulator

@@ -5,10 +5,16 @@ The demo starts the Sinch emulator in process, writes a sample configuration poi
 applies it to a SQLite database under the data directory, and serves the web app. The
 webhook and access-key secrets are fresh random values on every start; the logins are fixed
 so that they are easy to type, which is fine for a server that listens on 127.0.0.1 only.
+
+Once the web app is ready, simulated customers (demo/simulator.py) start writing in on
+WhatsApp and Messenger (the eu service) and SMS (the us service) and answer the agents'
+replies; their photos come from a small media host (demo/media.py). Ctrl-C stops the web
+app, then the customers, the media host and the emulator, and the command exits 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from dataclasses import dataclass
@@ -41,8 +47,12 @@ class DemoSecrets:
         return cls(*(secrets.token_urlsafe(24) for _ in range(4)))
 
 
-def emulator_config(web_port: int, s: DemoSecrets) -> dict[str, Any]:
-    base = f"http://127.0.0.1:{web_port}/sms/sinchconversation"
+def emulator_config(
+    web_port: int, s: DemoSecrets, *, callback_base: str | None = None
+) -> dict[str, Any]:
+    """The emulator's projects; callbacks go to the web app on ``web_port``, or under
+    ``callback_base`` when given (tests point them at a sink)."""
+    base = f"{callback_base or f'http://127.0.0.1:{web_port}'}/sms/sinchconversation"
     triggers = ["MESSAGE_INBOUND", "MESSAGE_DELIVERY", "EVENT_INBOUND"]
     return {
         "projects": [
@@ -158,8 +168,12 @@ def convodesk_config(
     }
 
 
-def run_demo(*, port: int, data_dir: Path) -> None:
+def run_demo(
+    *, port: int, data_dir: Path, customers: bool = True, customer_interval: float = 30.0
+) -> None:
     from convodesk import logs
+    from convodesk.demo.media import media_app
+    from convodesk.demo.simulator import CustomerSimulator, SimulatorSettings, running_in_thread
     from convodesk.domain import configurator
     from convodesk.emulator.config import EmulatorConfig
     from convodesk.emulator.server import running_emulator
@@ -168,12 +182,18 @@ def run_demo(*, port: int, data_dir: Path) -> None:
     from convodesk.services import configuration
     from convodesk.storage import api_tokens
     from convodesk.storage.db import transaction
+    from convodesk.web.serving import serve_in_thread
 
     logs.configure()
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     demo_secrets = DemoSecrets.generate()
-    with running_emulator(EmulatorConfig.from_dict(emulator_config(port, demo_secrets))) as emu:
+    # Exits in reverse: the web app stops first (run_server returns), then the customers,
+    # the media host, and the emulator last.
+    with contextlib.ExitStack() as stack:
+        emu = stack.enter_context(
+            running_emulator(EmulatorConfig.from_dict(emulator_config(port, demo_secrets)))
+        )
         raw = convodesk_config(data_dir, port, emu.base_url, demo_secrets)
         validation = configurator.validate(raw)
         if validation.config is None:  # a bug in this module, not a user error
@@ -182,13 +202,44 @@ def run_demo(*, port: int, data_dir: Path) -> None:
         configuration.apply_config(runtime, raw)
         with transaction(runtime.sessions) as session:
             token = api_tokens.create_token(session, role="admin", description="demo")
-        print_banner(port=port, emulator_url=emu.base_url, data_dir=data_dir, token=token)
+        if customers:
+            media_url = stack.enter_context(serve_in_thread(media_app(), name="demo media host"))
+            settings = SimulatorSettings(
+                emulator_url=emu.base_url, media_base_url=media_url, interval=customer_interval
+            )
+            stack.enter_context(
+                running_in_thread(
+                    CustomerSimulator(settings), ready_url=f"http://127.0.0.1:{port}/readyz"
+                )
+            )
+        print_banner(
+            port=port,
+            emulator_url=emu.base_url,
+            data_dir=data_dir,
+            token=token,
+            customer_interval=customer_interval if customers else None,
+        )
         run_server(runtime, host="127.0.0.1", port=port)
 
 
-def print_banner(*, port: int, emulator_url: str, data_dir: Path, token: str) -> None:
+def print_banner(
+    *,
+    port: int,
+    emulator_url: str,
+    data_dir: Path,
+    token: str,
+    customer_interval: float | None = None,
+) -> None:
     url = f"http://127.0.0.1:{port}"
     sample = {"app_id": APP_EU, "channel": "WHATSAPP", "identity": "46701234567", "text": "Hej!"}
+    if customer_interval is None:
+        customers = ["  customers      none (--no-customers)"]
+    else:
+        customers = [
+            f"  customers      simulated: a new one about every {customer_interval:g} s on",
+            "                 WhatsApp, Messenger and SMS; they answer your replies",
+            "                 (--customer-interval SECONDS; --no-customers turns them off)",
+        ]
     lines = [
         "",
         "convodesk demo",
@@ -197,10 +248,11 @@ def print_banner(*, port: int, emulator_url: str, data_dir: Path, token: str) ->
         f"  admin token    {token}",
         f"  Sinch emulator {emulator_url}  (control plane: {emulator_url}/_emulator/)",
         f"  data           {data_dir}",
+        *customers,
         "  logins:",
         *(f"    {login:<6} {password:<16} {role}" for login, _n, role, password in LOGINS),
         "",
-        "  a customer writes on WhatsApp:",
+        "  a customer of your own writes on WhatsApp:",
         f"    curl -s -X POST {emulator_url}/_emulator/inbound \\",
         "      -H 'content-type: application/json' \\",
         f"      -d '{json.dumps(sample)}'",

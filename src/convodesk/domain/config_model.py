@@ -265,6 +265,8 @@ class SystemConfig:
     send_ttl_seconds: int | None = None  # Sinch's ttl: no channel failover after it
     send_max_attempts: int = 12  # then the dead letters
     send_max_age_seconds: int = 24 * 3600  # a reply not sent within this goes to the dead letters
+    send_concurrency: int = 300  # sends one process keeps in flight (claimed, waiting, on the wire)
+    send_lease_seconds: int = 60  # a claimed send is taken over this long after its process died
     messaging_services: tuple[MessagingService, ...] = ()
     queues: tuple[Queue, ...] = ()
     chat_settings: ChatSettings = field(default_factory=ChatSettings)

@@ -68,6 +68,8 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "send_ttl_seconds",
     "send_max_attempts",
     "send_max_age_seconds",
+    "send_concurrency",
+    "send_lease_seconds",
     *SECTIONS,
 )
 ROOT_PATH = "<config>"  # the path of a problem with the whole input
@@ -595,6 +597,10 @@ def _top_level(top: _Fields) -> dict[str, Any]:
         "send_max_attempts": top.integer("send_max_attempts", default=12, minimum=1, maximum=1000),
         "send_max_age_seconds": top.integer(
             "send_max_age_seconds", default=24 * 3600, minimum=60, maximum=30 * 24 * 3600
+        ),
+        "send_concurrency": top.integer("send_concurrency", default=300, minimum=1, maximum=1000),
+        "send_lease_seconds": top.integer(
+            "send_lease_seconds", default=60, minimum=5, maximum=3600
         ),
     }
 
@@ -1596,6 +1602,8 @@ def dump(config: SystemConfig, *, secrets: SecretsMode) -> dict[str, Any]:
         "send_ttl_seconds",
         "send_max_attempts",
         "send_max_age_seconds",
+        "send_concurrency",
+        "send_lease_seconds",
     ):
         if getattr(config, key) != getattr(defaults, key):
             out[key] = getattr(config, key)

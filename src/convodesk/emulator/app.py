@@ -153,6 +153,7 @@ class _Routes:
                 {"POST": self.set_faults, "GET": self.get_faults},
             ),
             _Route(re.compile(r"^/_emulator/callbacks$"), {"GET": self.callbacks}),
+            _Route(re.compile(r"^/_emulator/stats$"), {"GET": self.stats}),
             _Route(re.compile(r"^/_emulator/reset$"), {"POST": self.reset}),
             _Route(re.compile(r"^/_emulator/tokens/expire$"), {"POST": self.expire_tokens}),
         ]
@@ -281,7 +282,12 @@ class _Routes:
     # ------------------------------------------------------------------ send
 
     async def send(self, request: Request, params: Mapping[str, str]) -> Response:
-        principal, project, region = await self._api(request, params)
+        try:
+            principal, project, region = await self._api(request, params)
+        except ApiError as exc:
+            if exc.http_status == 429:  # the project's rate: count it for the named app too
+                self.em.stats.rejected(await self._app_named(request), params["project"])
+            raise
         body = await self._json_body(request)
         app_id = body.get("app_id") if isinstance(body, dict) else None
         entry = None
@@ -294,6 +300,15 @@ class _Routes:
             entry = self.em.app_for(project.id, send.app_id, region)
         record = self.em.accept_send(principal, entry, send)
         return _json({"message_id": record.message_id, "accepted_time": record.accepted_time})
+
+    async def _app_named(self, request: Request) -> str | None:
+        """The ``app_id`` of a send's body, if it is readable; for the statistics only."""
+        try:
+            body = json.loads(await self._body(request))
+        except (ApiError, ValueError, UnicodeDecodeError):
+            return None
+        app_id = body.get("app_id") if isinstance(body, dict) else None
+        return app_id if isinstance(app_id, str) else None
 
     # ------------------------------------------------------------------ apps
 
@@ -571,6 +586,9 @@ class _Routes:
                 "failed_total": self.em.dispatcher.failed_total,
             }
         )
+
+    async def stats(self, _request: Request, _params: Mapping[str, str]) -> Response:
+        return _json(self.em.stats.to_json())
 
     async def reset(self, _request: Request, _params: Mapping[str, str]) -> Response:
         self.em.reset()

@@ -44,6 +44,7 @@ from convodesk.emulator.config import (
 )
 from convodesk.emulator.errors import ApiError, dumps, not_found
 from convodesk.emulator.ratelimit import TokenBucket
+from convodesk.emulator.stats import SendStats
 from convodesk.emulator.validation import SendRequest, Target
 from convodesk.sinch.ids import new_ulid
 
@@ -194,6 +195,10 @@ class Emulator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._media_client: httpx.AsyncClient | None = None
         self._initial_webhooks = self._webhooks_from_config()
+        self.stats = SendStats(
+            [(e.app.id, e.project.id, e.app.rate_limit) for e in self.apps.values()],
+            [(p.id, p.rate_limit) for p in config.projects],
+        )
         self.reset()
 
     # ----------------------------------------------------------------- lifecycle
@@ -232,6 +237,7 @@ class Emulator:
             self.outcomes: dict[str, deque[ScriptedOutcome]] = {}
             self.project_buckets = {p.id: TokenBucket(p.rate_limit) for p in self.config.projects}
             self.app_buckets = {a.app.id: TokenBucket(a.app.rate_limit) for a in self.apps.values()}
+            self.stats.reset()
         self.dispatcher.clear()
 
     def _webhooks_from_config(self) -> dict[str, Webhook]:
@@ -337,10 +343,13 @@ class Emulator:
         """Rate limits and injected errors, then record the send and start its reports."""
         wait = self.app_buckets[entry.app.id].take()
         if wait:
+            self.stats.rejected(entry.app.id, entry.project.id)
             raise _rate_limited(f"App {entry.app.id} exceeded its send rate", wait)
         faults = self.faults
         if faults.error_rate and self._random.random() < faults.error_rate:
             status = self._random.choice(faults.error_statuses)
+            if status == 429:
+                self.stats.rejected(entry.app.id, entry.project.id)
             headers = {"retry-after": str(faults.retry_after_s)} if status == 429 else {}
             raise ApiError(
                 status, _INJECTED_MESSAGES.get(status, "Injected error"), headers=headers
@@ -354,6 +363,7 @@ class Emulator:
                         f"is not configured for app {entry.app.id}",
                     )
         now = self.clock()
+        self.stats.accepted(entry.app.id, entry.project.id, now)
         message_id = new_ulid(now)
         record = SentRecord(
             message_id=message_id,

@@ -91,7 +91,7 @@ class ConversationPage:
 @dataclass(frozen=True, kw_only=True)
 class AttachmentItem:
     id: int
-    state: str  # pending | stored | failed
+    state: str  # pending | stored | failed | expired (past the retention: no url)
     content_type: str | None
     size: int | None
     filename: str | None

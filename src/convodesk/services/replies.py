@@ -5,7 +5,10 @@ Accepted bodies (exactly one content):
 
 - ``{"text": "..."}``: free text (at most 4096 characters);
 - ``{"template": {"name": "order_update", "language": "sv_SE", "parameters": {...}}}``:
-  a WhatsApp template, the only way to write on WhatsApp outside the 24-hour window.
+  a WhatsApp template, the only way to write on WhatsApp outside the 24-hour window;
+- ``{"attachment": "<token>"}``: a file uploaded to this conversation and not sent yet
+  (`services/attachments.py`), sent as a media message; it needs a public URL
+  (`chat_settings.attachment_base_url` or `public_base_url`, else 409).
 
 On WhatsApp, anything but a template is refused (409) while the customer's 24-hour window is
 closed (no inbound message in the last 24 hours); the answer names the templates configured
@@ -31,9 +34,11 @@ from sqlalchemy.orm import Session
 
 from convodesk.domain.config_model import Problem, WhatsAppTemplate
 from convodesk.runtime import Runtime
+from convodesk.services import attachments as attachment_service
 from convodesk.services import conversations as conversation_service
 from convodesk.services.conversations import MessageItem, message_item
 from convodesk.services.errors import ConflictError, InvalidRequestError
+from convodesk.storage import attachments as attachments_sql
 from convodesk.storage import config_store
 from convodesk.storage.api_tokens import Principal
 from convodesk.storage.conversations import MessageWithAttachments
@@ -41,6 +46,8 @@ from convodesk.storage.db import transaction
 from convodesk.storage.tables import AgentRow, ConversationRow, MessageRow, OutboxRow
 
 MAX_TEXT = 4096
+CONTENT_FIELDS = ("text", "template", "attachment")
+MAX_ATTACHMENT_TOKEN = attachments_sql.MAX_TOKEN
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 
 
@@ -165,13 +172,26 @@ def _iso(value: datetime | None) -> str | None:
 def _content(body: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
     """(kind, text, content) of a valid body, or InvalidRequestError naming every problem."""
     problems: list[Problem] = []
-    given = [k for k in ("text", "template") if k in body]
-    unknown = sorted(set(body) - {"text", "template"})
+    given = [k for k in CONTENT_FIELDS if k in body]
+    unknown = sorted(set(body) - set(CONTENT_FIELDS))
     for key in unknown:
-        problems.append(Problem(path=key, message="unknown field: expected text or template"))
+        problems.append(
+            Problem(path=key, message="unknown field: expected text, template or attachment")
+        )
     if len(given) != 1:
-        problems.append(Problem(path="", message="expected exactly one of text or template"))
+        problems.append(
+            Problem(path="", message="expected exactly one of text, template or attachment")
+        )
         raise InvalidRequestError(problems)
+    if given == ["attachment"]:
+        token = body["attachment"]
+        if not isinstance(token, str) or not token or len(token) > MAX_ATTACHMENT_TOKEN:
+            problems.append(
+                Problem(path="attachment", message="expected the token of an upload (a string)")
+            )
+        if problems:
+            raise InvalidRequestError(problems)
+        return "media", None, {"attachment": {"token": token}}
     if given == ["text"]:
         text = body["text"]
         if not isinstance(text, str) or not text.strip():
@@ -237,6 +257,12 @@ def send_agent_reply(
             if conversation.status == "closed":
                 raise ConflictError("the conversation is closed")
             text = _whatsapp_rules(session, conversation, kind, text, content, now)
+            upload = None
+            if kind == "media":
+                upload = attachment_service.take_upload(
+                    session, runtime.config, conversation, content["attachment"]["token"]
+                )
+                content = attachment_service.media_content(upload)
             author_name = None
             if principal.agent_login:
                 author_name = session.scalar(
@@ -256,6 +282,8 @@ def send_agent_reply(
             )
             session.add(message)
             session.flush()
+            if upload is not None:
+                attachment_service.link_upload(upload, message)
             session.add(
                 OutboxRow(
                     message_id=message.id,
@@ -268,8 +296,10 @@ def send_agent_reply(
             )
             conversation.last_activity_at = now
             session.flush()
+            sent = [upload] if upload is not None else []
             return Reply(
-                message_item(MessageWithAttachments(message=message, attachments=[])), created=True
+                message_item(MessageWithAttachments(message=message, attachments=sent)),
+                created=True,
             )
     except IntegrityError:
         # The same key raced in from a parallel request: answer with the one that won.
@@ -290,4 +320,5 @@ def _by_key(session: Session, key: str) -> MessageItem | None:
     )
     if message is None:
         return None
-    return message_item(MessageWithAttachments(message=message, attachments=[]))
+    sent = attachments_sql.of_message(session, message.id)
+    return message_item(MessageWithAttachments(message=message, attachments=sent))

@@ -209,6 +209,12 @@ def _queue(row: QueueRow) -> Queue:
     )
 
 
+def chat_settings(session: Session) -> ChatSettings:
+    """The stored chat settings alone (defaults when none were stored): cheaper than `load`,
+    which decrypts every secret."""
+    return _chat_settings(session)
+
+
 def _chat_settings(session: Session) -> ChatSettings:
     row = session.get(ChatSettingsRow, 1)
     if row is None:

@@ -23,13 +23,14 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 import convodesk
 from convodesk.metrics import Metrics
 from convodesk.runtime import Runtime
+from convodesk.services import attachments as attachment_service
 from convodesk.services.directory import DirectoryCache
+from convodesk.services.errors import NotFoundError
 from convodesk.services.intake import Intake, IntakeSettings
 from convodesk.storage import db
 from convodesk.storage.event_store import EventWriter
-from convodesk.storage.tables import AttachmentRow
 from convodesk.web import errors, sms_server
-from convodesk.web.api.v1 import admin, conversations, events, replies
+from convodesk.web.api.v1 import admin, attachments, conversations, events, replies
 from convodesk.web.auth import PrincipalDep
 from convodesk.workers.runner import Workers
 
@@ -97,6 +98,7 @@ def create_app(
     app.include_router(events.router)
     app.include_router(conversations.router)
     app.include_router(replies.router)
+    app.include_router(attachments.router)
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")
     async def healthz() -> dict[str, str]:
@@ -122,25 +124,53 @@ def create_app(
     @app.get(
         "/sms/richcontent/{token}",
         tags=["callbacks"],
-        summary="A stored attachment, by its unguessable token (no login)",
+        summary="A stored attachment, by its unguessable token (no login); 410 once expired",
     )
     async def richcontent(token: str) -> Response:
-        row = await run_in_threadpool(_stored_attachment, runtime, token)
-        if row is None or row.path is None:
-            return JSONResponse(errors.error_body("not_found", "no such attachment"), 404)
-        return FileResponse(
-            row.path,
-            media_type=row.content_type or "application/octet-stream",
-            filename=row.filename,
-            content_disposition_type="inline",
-        )
+        try:
+            served = await run_in_threadpool(attachment_service.served_file, runtime, token)
+        except NotFoundError:
+            return _not_served(404, "not_found", "no such attachment")
+        except attachment_service.AttachmentGoneError:
+            return _not_served(410, "gone", "this attachment has expired")
+        return _file_response(served)
+
+    # HEAD too (media fetchers ask for the size and type first); one entry in the schema.
+    app.add_api_route(
+        "/sms/richcontent/{token}", richcontent, methods=["HEAD"], include_in_schema=False
+    )
 
     return app
 
 
-def _stored_attachment(runtime: Runtime, token: str) -> AttachmentRow | None:
-    if len(token) > 64:
-        return None
-    with runtime.sessions() as session:
-        row = session.query(AttachmentRow).filter_by(token=token, state="stored").one_or_none()
-        return row
+# Served files are other people's content: never sniffed into something else, never run as
+# a page of ours (no scripts, no plugins, a unique origin), shown inline only when harmless.
+_SERVED_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _file_response(served: attachment_service.ServedFile) -> FileResponse:
+    disposition = "inline" if served.inline else "attachment"
+    headers = {**_SERVED_HEADERS, "Cache-Control": f"public, max-age={served.max_age}"}
+    if served.filename is None:
+        headers["Content-Disposition"] = disposition
+    return FileResponse(
+        served.path,
+        media_type=served.content_type,
+        filename=served.filename,
+        content_disposition_type=disposition,
+        stat_result=served.stat,
+        headers=headers,
+    )
+
+
+def _not_served(status: int, code: str, message: str) -> JSONResponse:
+    # no-store: a download still under way answers 404 now and 200 a moment later
+    return JSONResponse(
+        errors.error_body(code, message),
+        status_code=status,
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+    )

@@ -25,6 +25,7 @@ from sqlalchemy import select
 from convodesk import logs
 from convodesk.metrics import Metrics
 from convodesk.runtime import Runtime
+from convodesk.storage.attachments import attachment_path
 from convodesk.storage.db import transaction
 from convodesk.storage.tables import AttachmentRow
 
@@ -47,10 +48,6 @@ class Job:
 
 class DownloadError(Exception):
     """The file could not be fetched; the message says why (never a secret)."""
-
-
-def attachment_path(data_dir: str | Path, token: str) -> Path:
-    return Path(data_dir) / "attachments" / token[:2] / token
 
 
 class MediaFetcher:

@@ -9,6 +9,7 @@ LOCKED`) and the send rate limits are shared through the database.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 
 import httpx
@@ -59,6 +60,11 @@ def run_workers(runtime: Runtime) -> None:
             loop.add_signal_handler(sig, stop.set)
         workers = Workers(runtime, DirectoryCache(runtime), Metrics())
         tasks = workers.start(stop)
+        # As `serve` does after start-up: the long-lived objects (modules, the configuration,
+        # SQLAlchemy's caches) leave the collector's view, so a full collection no longer
+        # stops the event loop for tens of milliseconds (sends would miss their slots).
+        gc.collect()
+        gc.freeze()
         log.info("workers running", database=runtime.engine.url.get_backend_name())
         await stop.wait()
         log.info("stopping: finishing started work")
