@@ -24,13 +24,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from sqlalchemy.orm import Session
 
 from convodesk import logs
 from convodesk.domain.config_model import SystemConfig
 from convodesk.domain.retry import RetryPolicy
 from convodesk.domain.token_bucket import send_buckets
 from convodesk.runtime import Runtime
+from convodesk.services import chat_events
 from convodesk.services.directory import Directory, DirectoryCache
+from convodesk.services.live import LiveEvent
 from convodesk.sinch import errors as sinch_errors
 from convodesk.sinch.auth import TokenCache
 from convodesk.sinch.client import ConversationClient
@@ -116,7 +119,22 @@ class Sender:
 
     def _claim(self, limit: int) -> list[SendJob]:
         with transaction(self._runtime.sessions) as session:
-            return outbox.claim_due(session, now=self._clock(), limit=limit)
+            jobs = outbox.claim_due(session, now=self._clock(), limit=limit)
+            events = self._statuses(session, [job.message_id for job in jobs])
+        self._publish(events)
+        return jobs
+
+    def _statuses(self, session: Session, message_ids: list[int]) -> list[LiveEvent]:
+        """``message.status`` for the agent desktops, built inside the transaction that
+        changed the messages (published after its commit); none when nobody listens."""
+        if not message_ids or not self._runtime.live.wants_events:
+            return []
+        session.flush()
+        return chat_events.message_statuses(session, message_ids)
+
+    def _publish(self, events: list[LiveEvent]) -> None:
+        if events:
+            self._runtime.live.publish(events)
 
     async def deliver(self, client: ConversationClient, job: SendJob) -> None:
         directory = self._directory.get()
@@ -142,6 +160,8 @@ class Sender:
     def _accepted(self, job: SendJob, sinch_message_id: str) -> None:
         with transaction(self._runtime.sessions) as session:
             outbox.mark_accepted(session, job, sinch_message_id=sinch_message_id, now=self._clock())
+            events = self._statuses(session, [job.message_id])
+        self._publish(events)
 
     def _after_error(self, job: SendJob, exc: sinch_errors.SinchError) -> None:
         reason = _describe(exc)
@@ -161,6 +181,8 @@ class Sender:
             outbox.mark_retry(
                 session, job, error=reason, at=now + timedelta(seconds=delay), now=now
             )
+            events = self._statuses(session, [job.message_id])
+        self._publish(events)
         log.info(
             "send will be retried",
             message_id=job.message_id,
@@ -174,6 +196,8 @@ class Sender:
             outbox.mark_failed(
                 session, job, state=state, code=code, error=reason, now=self._clock()
             )
+            events = self._statuses(session, [job.message_id])
+        self._publish(events)
         log.warning("send failed", message_id=job.message_id, state=state, code=code, error=reason)
 
 
