@@ -365,11 +365,12 @@ def pick(
                 f"no room for another chat: {active} active and {len(own)} offered of "
                 f"{capacity}; end a chat or reject an offer first"
             )
+        offers = chat.lock_offers_of(session, conversation.id)
         if not chat.assign_if_waiting(session, conversation.id, agent.login, now):
             session.refresh(conversation)
             raise ConflictError(_not_waiting(conversation), data={"status": conversation.status})
         session.refresh(conversation)
-        for offer in chat.outstanding_offers(session, conversation_id=conversation.id):
+        for offer in offers:
             if offer.agent_id == agent.id:
                 assignment.close_offer(changes, offer, "accepted", agent.login, now)
             else:
@@ -401,6 +402,21 @@ def _handled_by_caller(principal: Principal, conversation: ConversationRow, acti
         raise ConflictError(
             f"only the agent handling conversation {conversation.id}, or an admin, can {action} it"
         )
+
+
+def _lock_unchanged(session: Session, conversation: ConversationRow, agent: str | None) -> None:
+    """Lock the conversation's offers, then the conversation (the lock order), and make
+    sure it is still as the caller saw it before it waited for the locks."""
+    chat.lock_offers_of(session, conversation.id)
+    status, assigned = conversation.status, conversation.assigned_agent
+    chat.lock_conversation(session, conversation.id)
+    now_agent = conversation.assigned_agent if conversation.status == "active" else None
+    if conversation.status == "closed":
+        raise ConflictError(f"conversation {conversation.id} is closed")
+    if (conversation.status, conversation.assigned_agent) != (status, assigned) or (
+        now_agent != agent
+    ):
+        raise ConflictError(f"conversation {conversation.id} changed meanwhile: try again")
 
 
 def transfer(
@@ -438,6 +454,7 @@ def transfer(
         ids = [a.id for a in (target,) if a is not None]
         old = chat.agents(session, [previous]).get(previous) if previous else None
         locked = chat.lock_presence(session, ids + ([old.id] if old else []), now)
+        _lock_unchanged(session, conversation, previous)
         if target is not None and locked[target.id].state != "ready":
             raise ConflictError(
                 f"agent {target.login} is {locked[target.id].state.replace('_', ' ')}: a "
@@ -530,9 +547,7 @@ def end(
         agent_login = conversation.assigned_agent if conversation.status == "active" else None
         agent = chat.agents(session, [agent_login]).get(agent_login) if agent_login else None
         presence = chat.lock_presence(session, [agent.id], now)[agent.id] if agent else None
-        session.refresh(conversation)
-        if conversation.status == "closed":  # closed while we waited for the lock
-            raise ConflictError(f"conversation {conversation.id} is closed")
+        _lock_unchanged(session, conversation, agent_login)
         assignment.close_conversation(
             session,
             changes,

@@ -178,6 +178,29 @@ def outstanding_offers(
     return list(session.scalars(stmt.order_by(OfferRow.id)))
 
 
+def lock_offers_of(session: Session, conversation_id: int) -> list[OfferRow]:
+    """The conversation's outstanding offers, locked (the second step of the lock order)."""
+    return list(
+        session.scalars(
+            select(OfferRow)
+            .where(OfferRow.conversation_id == conversation_id, OfferRow.state == "offered")
+            .order_by(OfferRow.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+def lock_conversation(session: Session, conversation_id: int) -> ConversationRow | None:
+    """The conversation as it is now, locked (the last step of the lock order)."""
+    return session.scalars(
+        select(ConversationRow)
+        .where(ConversationRow.id == conversation_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+
+
 def close_offer(offer: OfferRow, state: str, now: datetime) -> None:
     offer.state = state
     offer.closed_at = now

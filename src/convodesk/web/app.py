@@ -98,11 +98,12 @@ def create_app(
     errors.install(app)
     # The callback route first: routes are matched in order, and it is the hot path.
     app.include_router(sms_server.router)
+    # Before admin: /api/v1/queues/overview must not be taken for the queue "overview".
+    app.include_router(chat.router)
     app.include_router(admin.router)
     app.include_router(events.router)
     app.include_router(conversations.router)
     app.include_router(replies.router)
-    app.include_router(chat.router)
     app.include_router(stream.router)
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")
