@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from convodesk.services import chat_server
+from convodesk.services.directory import DirectoryCache
 from convodesk.services.errors import ConflictError
 from convodesk.storage.api_tokens import Principal
 from convodesk.storage.db import transaction
-from convodesk.storage.tables import AgentRow, ApiTokenRow
+from convodesk.storage.tables import AgentRow, ApiTokenRow, OfferRow
+from convodesk.workers.router import Router
 from tests.integration.chat.conftest import Chat
 from tests.support.apps import make_runtime
 
@@ -119,10 +123,6 @@ def test_an_expired_offer_goes_to_the_next_agent_not_back_at_once(chat: Chat) ->
 
 
 def chat_offer_id(chat: Chat, conversation_id: int, index: int) -> int:
-    from sqlalchemy import select
-
-    from convodesk.storage.tables import OfferRow
-
     with transaction(chat.runtime.sessions) as session:
         ids = session.scalars(
             select(OfferRow.id)
@@ -302,15 +302,14 @@ def test_concurrent_accept_and_picks_exactly_one_wins(
         for _ in range(rounds):
             conversation = chat.conversation()
             chat.route()
-            [offer] = [
-                o for o in chat.desk("anna").offers() if o["conversation_id"] == conversation
-            ]
+            [offer] = chat.desk("anna").offers()
+            assert offer["conversation_id"] == conversation
             calls: list[Callable[[], Any]] = []
             for node in (chat.runtime, other):
                 calls += [
-                    lambda n=node: chat_server.accept_offer(n, anna, offer["id"]),
-                    lambda n=node: chat_server.pick(n, bob, conversation, directory),
-                    lambda n=node: chat_server.pick(n, dana, conversation, directory),
+                    partial(chat_server.accept_offer, node, anna, offer["id"]),
+                    partial(chat_server.pick, node, bob, conversation, directory),
+                    partial(chat_server.pick, node, dana, conversation, directory),
                 ]
             results = race(calls)
             assert results.count("ok") == 1, results
@@ -331,16 +330,15 @@ def test_concurrent_accept_and_picks_exactly_one_wins(
 def test_routing_passes_on_two_nodes_at_once_offer_each_conversation_once(
     chat: Chat, database_url: str, tmp_path: Path
 ) -> None:
-    from convodesk.services.directory import DirectoryCache
-    from convodesk.workers.router import Router
-
     other = make_runtime(database_url, tmp_path / "node2")
     try:
         chat.desk("anna").ready()
         chat.desk("bob").ready()
         conversations = [chat.conversation() for _ in range(8)]
         routers = [chat.router, Router(other, DirectoryCache(other))]
-        passes = [lambda r=routers[i % 2]: r.run_pass(chat.start) for i in range(6)]
+        passes: list[Callable[[], Any]] = [
+            partial(routers[i % 2].run_pass, chat.start) for i in range(6)
+        ]
         assert race(passes) == ["ok"] * 6
         offers = [o for c in conversations for o in chat.offers_of(c)]
         assert sorted(offers) == [("anna", "offered")] * 2 + [("bob", "offered")] * 2
