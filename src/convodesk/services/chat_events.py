@@ -92,7 +92,7 @@ def message_status(row: ConversationRow, message: MessageRow) -> LiveEvent:
             "conversation_id": row.id,
             "message_id": message.id,
             "status": message.status,
-            "status_at": jsonable(message.status_at),
+            "status_at": jsonable(as_utc(message.status_at)),
             "reason_code": message.reason_code,
             "reason_text": message.reason_text,
             "failure_text": reasons.failure_text(message.reason_code)
