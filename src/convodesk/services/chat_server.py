@@ -52,6 +52,7 @@ from convodesk.storage.db import transaction
 from convodesk.storage.tables import AgentPresenceRow, ConversationRow, OfferRow, QueueRow
 
 PRESENCE_STATES = ("ready", "not_ready")
+HISTORY_SCAN = 200  # the customer's most recent conversations looked at for the history
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -665,6 +666,7 @@ def history(
                 ConversationRow.id != current.id,
             )
             .order_by(ConversationRow.opened_at.desc(), ConversationRow.id.desc())
+            .limit(HISTORY_SCAN)
         ).all()
         visible = [r for r in rows if conversation_service.can_see(session, principal, r)][:limit]
         texts = chat.last_message_previews(session, {r.id for r in visible})

@@ -10,7 +10,8 @@ ready, an offer answered, a chat ended) and once a second for the timers. Steps,
    ``missed_offers_before_not_ready`` in a row the agent is set not ready (its other offers
    withdrawn). The conversation goes to the next agent.
 3. Withdraw offers that no longer make sense: the conversation is not waiting any more
-   (picked, ended, closed), or the agent is not ready.
+   (picked, ended, closed), or the agent is not ready. An active conversation whose agent
+   was removed from the configuration waits again.
 4. Admit conversations that entered a queue (new, or reopened): a new one beyond the queue's
    size limit gets the ``queue_full`` prompt and is closed (reason ``queue_full``); otherwise
    it gets ``welcome``, or ``outside_business_hours`` (once per conversation) when the queue
@@ -86,6 +87,7 @@ class _Pass:
         self.logins = {a.id: a.login for a in self.agents.values()}
         self.expire_offers()
         self.withdraw_stale_offers()
+        self.requeue_orphans()
         self.admit()
         self.inactivity()
         self.route()
@@ -152,6 +154,27 @@ class _Pass:
             if status != "waiting" or not ready:
                 login = self.logins.get(offer.agent_id, "")
                 assignment.close_offer(self.changes, offer, "withdrawn", login, self.now)
+
+    def requeue_orphans(self) -> None:
+        """Active conversations of agents removed from the configuration wait again."""
+        stmt = select(ConversationRow).where(ConversationRow.status == "active")
+        if self.agents:
+            stmt = stmt.where(ConversationRow.assigned_agent.not_in(sorted(self.agents)))
+        for conversation in self.session.scalars(stmt.order_by(ConversationRow.id)).all():
+            gone = conversation.assigned_agent
+            conversation.status = "waiting"
+            conversation.assigned_agent = None
+            conversation.assigned_at = None
+            assignment.log(
+                self.session,
+                conversation,
+                "requeued",
+                self.now,
+                agent=gone,
+                actor="system",
+                detail="the agent was removed",
+            )
+            self.changes.touch(conversation)
 
     # ------------------------------------------------------------------ 4. admission
 

@@ -336,3 +336,16 @@ def test_history_lists_the_customers_earlier_conversations(chat: Chat) -> None:
     assert (item["id"], item["status"], item["preview"]) == (old, "closed", "old question")
     assert other_customer not in [i["id"] for i in answer.json()]
     assert chat.desk("carl").get(f"/api/v1/conversations/{current}/history").status_code == 404
+
+
+def test_chats_of_a_removed_agent_wait_again(chat: Chat) -> None:
+    conversation = assigned_to(chat, "anna")
+    raw = chat_config()
+    raw["agents"] = [a for a in raw["agents"] if a["login"] != "anna"]
+    chat.configure({"agents": raw["agents"]})
+    chat.desk("bob").ready()
+    chat.route()
+    row = chat.row(conversation)
+    assert (row.status, row.assigned_agent) == ("waiting", None)
+    assert chat.offers_of(conversation)[-1] == ("bob", "offered")
+    assert history_of(chat, conversation)[-1][:2] == ("requeued", "anna")

@@ -41,7 +41,9 @@ class PresenceBody(BaseModel):
 
 
 def _wake(request: Request) -> None:
+    """Route at once; and send at once what the action queued (the closed prompt)."""
     request.app.state.router.wake()
+    request.app.state.sender.wake()
 
 
 async def _directory(request: Request) -> Directory:
