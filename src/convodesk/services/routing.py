@@ -5,7 +5,9 @@ ready, an offer answered, a chat ended) and once a second for the timers. Steps,
 
 1. On PostgreSQL, take the routing lock (`pg_try_advisory_xact_lock`); if another node holds
    it, that node is routing: skip. Then lock every presence row (the lock order of
-   `storage/chat.py`), so agents' actions wait for the pass rather than race it.
+   `storage/chat.py`), so agents' actions wait for the pass rather than race it. The
+   conversations the pass may change are read ``FOR UPDATE SKIP LOCKED``: one that the
+   processor or an action holds at that moment waits for the next pass.
 2. Expire offers past their time: the agent's missed-offer count goes up, and at
    ``missed_offers_before_not_ready`` in a row the agent is set not ready (its other offers
    withdrawn). The conversation goes to the next agent.
@@ -61,11 +63,14 @@ class PassReport:
     closed: int = 0
 
 
-def run_pass(session: Session, directory: Directory, now: datetime) -> PassReport:
+def run_pass(
+    session: Session, directory: Directory, now: datetime, *, events: bool = True
+) -> PassReport:
+    """`events`: build the live events (False when nobody listens: saves the work)."""
     if not chat.try_routing_lock(session):
         return PassReport(skipped=True)
     pass_ = _Pass(session, directory, now)
-    pass_.run()
+    pass_.run(events=events)
     return pass_.report
 
 
@@ -81,7 +86,7 @@ class _Pass:
         self.agents: dict[str, AgentInfo] = {}
         self.logins: dict[int, str] = {}
 
-    def run(self) -> None:
+    def run(self, *, events: bool) -> None:
         self.presence = chat.lock_all_presence(self.session)
         self.agents = chat.agents(self.session)
         self.logins = {a.id: a.login for a in self.agents.values()}
@@ -93,7 +98,8 @@ class _Pass:
         self.route()
         self.position_prompts()
         self.report.prompts = len(self.changes.prompts)
-        self.report.events = self.changes.build_events(self.session, self.now)
+        if events:
+            self.report.events = self.changes.build_events(self.session, self.now)
 
     # ------------------------------------------------------------------ helpers
 
@@ -108,9 +114,10 @@ class _Pass:
         presence.state = "not_ready"
         presence.since = self.now
         self.changes.events.append(chat_events.presence_updated(login, "not_ready", self.now))
+        agent = self.agents.get(login)
         for offer in chat.outstanding_offers(self.session, agent_id=presence.agent_id):
             assignment.close_offer(self.changes, offer, "withdrawn", login, self.now)
-            self.changes.queues.update(a for a in self.agents[login].queues)
+            self.changes.queues.update(agent.queues if agent else ())
 
     # ------------------------------------------------------------------ 2. expiry
 
@@ -127,11 +134,11 @@ class _Pass:
             login = self.logins.get(offer.agent_id, "")
             assignment.close_offer(self.changes, offer, "expired", login, self.now)
             self.report.expired += 1
-            conversation = self.session.get(ConversationRow, offer.conversation_id)
-            if conversation is not None:
-                self.changes.queues.add(conversation.queue)
-                if offer.kind != "route":  # the last agent or a transfer target: now anyone
-                    conversation.preferred_agent = None
+            queue = self.session.scalar(
+                select(ConversationRow.queue).where(ConversationRow.id == offer.conversation_id)
+            )
+            if queue is not None:
+                self.changes.queues.add(queue)
             presence = self.presence.get(offer.agent_id)
             if presence is None:
                 continue
@@ -160,7 +167,8 @@ class _Pass:
         stmt = select(ConversationRow).where(ConversationRow.status == "active")
         if self.agents:
             stmt = stmt.where(ConversationRow.assigned_agent.not_in(sorted(self.agents)))
-        for conversation in self.session.scalars(stmt.order_by(ConversationRow.id)).all():
+        stmt = chat.skip_locked(stmt.order_by(ConversationRow.id))
+        for conversation in self.session.scalars(stmt).all():
             gone = conversation.assigned_agent
             conversation.status = "waiting"
             conversation.assigned_agent = None
@@ -180,9 +188,11 @@ class _Pass:
 
     def admit(self) -> None:
         entering = self.session.scalars(
-            select(ConversationRow)
-            .where(ConversationRow.status == "waiting", ConversationRow.admitted_at.is_(None))
-            .order_by(ConversationRow.id)
+            chat.skip_locked(
+                select(ConversationRow)
+                .where(ConversationRow.status == "waiting", ConversationRow.admitted_at.is_(None))
+                .order_by(ConversationRow.id)
+            )
         ).all()
         if not entering:
             return
@@ -258,16 +268,18 @@ class _Pass:
         settings = self.settings
         earliest = min(settings.idle_warning_seconds, settings.inactivity_close_seconds)
         rows = self.session.scalars(
-            select(ConversationRow)
-            .where(
-                ConversationRow.status == "active",
-                ConversationRow.last_activity_at <= self.now - timedelta(seconds=earliest),
-                or_(
-                    ConversationRow.last_inbound_at.is_(None),
-                    ConversationRow.last_activity_at > ConversationRow.last_inbound_at,
-                ),
+            chat.skip_locked(
+                select(ConversationRow)
+                .where(
+                    ConversationRow.status == "active",
+                    ConversationRow.last_activity_at <= self.now - timedelta(seconds=earliest),
+                    or_(
+                        ConversationRow.last_inbound_at.is_(None),
+                        ConversationRow.last_activity_at > ConversationRow.last_inbound_at,
+                    ),
+                )
+                .order_by(ConversationRow.id)
             )
-            .order_by(ConversationRow.id)
         ).all()
         for conversation in rows:
             step = routing.inactivity_step(
@@ -333,7 +345,9 @@ class _Pass:
                 select(OfferRow.conversation_id).where(OfferRow.state == "offered")
             )
         )
-        waiting = [c for c in chat.waiting_conversations(self.session) if c.id not in offered]
+        waiting = [
+            c for c in chat.waiting_conversations(self.session, lock=True) if c.id not in offered
+        ]
         declined = self._declined_by_login()
 
         def order(c: ConversationRow) -> tuple[int, datetime, int]:
@@ -419,7 +433,7 @@ class _Pass:
         if self.settings.prompts.queue_position is None:
             return
         by_queue: dict[str, list[ConversationRow]] = defaultdict(list)
-        for conversation in chat.waiting_conversations(self.session):
+        for conversation in chat.waiting_conversations(self.session, lock=True):
             if conversation.admitted_at is not None:
                 by_queue[conversation.queue].append(conversation)
         for conversations in by_queue.values():

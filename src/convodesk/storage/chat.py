@@ -3,8 +3,10 @@
 Lock order (PostgreSQL; SQLite runs one writer at a time anyway): a transaction that
 changes an agent's load or presence locks that agent's `agent_presence` row first
 (`lock_presence`, in agent id order), then offers, then conversations. The routing pass
-locks every presence row at its start. Keeping one order means two transactions never
-wait for each other in a circle.
+locks every presence row at its start, and takes the conversations it may change with
+``SKIP LOCKED`` (`skip_locked`), so it never waits for the processor, which updates
+conversations in its own order. Keeping to this means no two transactions wait for each
+other in a circle.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Select, Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -207,15 +209,23 @@ def close_offer(offer: OfferRow, state: str, now: datetime) -> None:
     offer.open_conversation_id = None
 
 
-def waiting_conversations(session: Session) -> list[ConversationRow]:
-    """Every waiting conversation, oldest first (the caller orders by queue priority)."""
-    return list(
-        session.scalars(
-            select(ConversationRow)
-            .where(ConversationRow.status == "waiting")
-            .order_by(ConversationRow.waiting_since, ConversationRow.id)
-        )
+def waiting_conversations(session: Session, *, lock: bool = False) -> list[ConversationRow]:
+    """Every waiting conversation, oldest first (the caller orders by queue priority).
+    `lock`: lock them, skipping those another transaction holds (`skip_locked`)."""
+    stmt = (
+        select(ConversationRow)
+        .where(ConversationRow.status == "waiting")
+        .order_by(ConversationRow.waiting_since, ConversationRow.id)
     )
+    return list(session.scalars(skip_locked(stmt) if lock else stmt))
+
+
+def skip_locked(stmt: Select[Any]) -> Select[Any]:
+    """``FOR UPDATE SKIP LOCKED`` (nothing on SQLite, where one transaction writes at a
+    time). The routing pass reads the conversations it may change this way: a row that the
+    processor (a customer's new message) or an agent's action holds is left for the next
+    pass instead of waited for, so the pass never waits in a circle with them."""
+    return stmt.with_for_update(skip_locked=True).execution_options(populate_existing=True)
 
 
 def assign_if_waiting(session: Session, conversation_id: int, login: str, now: datetime) -> bool:

@@ -29,6 +29,9 @@ from convodesk.storage.db import transaction
 
 log = logs.get_logger("convodesk.router")
 TIMER_SECONDS = 1.0
+# Passes start at least this far apart: under a flood of new messages every processor batch
+# wakes the router, and back-to-back passes would compete with the intake for the database.
+MIN_GAP_SECONDS = 0.05
 
 
 class Router:
@@ -59,6 +62,7 @@ class Router:
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
         while not stop.is_set():
+            started = self._loop.time()
             self._wakeup.clear()
             try:
                 report = await asyncio.to_thread(self.run_pass)
@@ -67,6 +71,9 @@ class Router:
                 report = PassReport()
             if report.prompts and self.on_prompts is not None:
                 self.on_prompts()
+            gap = MIN_GAP_SECONDS - (self._loop.time() - started)
+            if gap > 0:
+                await asyncio.sleep(gap)
             waiters = [
                 asyncio.ensure_future(self._wakeup.wait()),
                 asyncio.ensure_future(stop.wait()),
@@ -81,8 +88,9 @@ class Router:
         """One routing pass, committed and published; `now` for tests."""
         now = now or self._clock()
         directory = self._directory.get()
+        live = self._runtime.live
         with transaction(self._runtime.sessions) as session:
-            report = routing.run_pass(session, directory, now)
+            report = routing.run_pass(session, directory, now, events=live.wants_events)
         if report.offers or report.expired or report.closed:
             log.info(
                 "routed",
@@ -91,7 +99,6 @@ class Router:
                 closed=report.closed,
                 prompts=report.prompts,
             )
-        live = self._runtime.live
         if report.skipped or not live.wants_events:
             return report
         events = report.events + self._queue_changes(now)
