@@ -17,7 +17,7 @@ from convodesk.services.directory import DirectoryCache
 from convodesk.services.errors import ConflictError
 from convodesk.storage.api_tokens import Principal
 from convodesk.storage.db import transaction
-from convodesk.storage.tables import AgentRow, ApiTokenRow, OfferRow
+from convodesk.storage.tables import AgentRow, ApiTokenRow, ConversationRow, OfferRow
 from convodesk.workers.router import Router
 from tests.integration.chat.conftest import Chat
 from tests.support.apps import make_runtime
@@ -345,3 +345,24 @@ def test_routing_passes_on_two_nodes_at_once_offer_each_conversation_once(
         assert all(len(chat.offers_of(c)) <= 1 for c in conversations)
     finally:
         other.close()
+
+
+def test_the_pass_skips_a_conversation_another_transaction_holds(
+    chat: Chat, database_url: str
+) -> None:
+    """PostgreSQL: the pass reads conversations FOR UPDATE SKIP LOCKED, so a customer's
+    message being threaded (the processor holds the row) never blocks it or deadlocks with
+    it. (SQLite has one writer at a time: nothing to skip.)"""
+    if database_url.startswith("sqlite"):
+        pytest.skip("row locks are PostgreSQL's")
+    held, free = chat.conversation(), chat.conversation()
+    with chat.runtime.engine.connect() as other:
+        other.execute(
+            select(ConversationRow.id).where(ConversationRow.id == held).with_for_update()
+        )
+        chat.route()  # returns although the row is locked
+        assert chat.row(held).admitted_at is None
+        assert chat.row(free).admitted_at is not None
+        other.rollback()
+    chat.route(after_seconds=1)
+    assert chat.row(held).admitted_at is not None
