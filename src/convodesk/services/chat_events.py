@@ -9,7 +9,8 @@ shows an object, the object in the same shape as the API answers (a conversation
   reason_text, failure_text}
 - ``conversation.updated`` {conversation}
 - ``offer.created`` {offer}; ``offer.closed`` {offer_id, conversation_id, state}
-- ``queue.updated`` {queue, waiting, longest_wait_seconds, agents_ready}
+- ``queue.updated`` {queue, priority, waiting, longest_wait_seconds, agents_ready,
+  agents_busy} (an overview row)
 - ``presence.updated`` {agent, state, since}
 - ``typing`` {conversation_id, until} (until null: the customer stopped)
 
@@ -133,15 +134,25 @@ def presence_updated(agent: str, state: str, since: datetime) -> LiveEvent:
 
 
 def queue_updated(
-    queue: str, *, waiting: int, longest_wait_seconds: float, agents_ready: int
+    queue: str,
+    *,
+    priority: int,
+    waiting: int,
+    longest_wait_seconds: float,
+    agents_ready: int,
+    agents_busy: int,
 ) -> LiveEvent:
+    """The same fields as a row of ``GET /api/v1/queues/overview``, so a desktop can put the
+    event in place of its row."""
     return LiveEvent(
         type="queue.updated",
         data={
             "queue": queue,
+            "priority": priority,
             "waiting": waiting,
             "longest_wait_seconds": longest_wait_seconds,
             "agents_ready": agents_ready,
+            "agents_busy": agents_busy,
         },
         queues=(queue,),
     )

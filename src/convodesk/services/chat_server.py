@@ -132,9 +132,11 @@ def _queue_events(session: Session, names: set[str], now: datetime) -> list[Live
 def _queue_event(stats: chat.QueueStats, now: datetime) -> LiveEvent:
     return chat_events.queue_updated(
         stats.queue,
+        priority=stats.priority,
         waiting=stats.waiting,
         longest_wait_seconds=_waited(stats.oldest_waiting_since, now),
         agents_ready=stats.agents_ready,
+        agents_busy=stats.agents_busy,
     )
 
 

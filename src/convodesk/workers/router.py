@@ -7,7 +7,7 @@ called from any thread.
 
 After each pass: its live events are published, the sender is woken when prompts were
 queued (`on_prompts`), and ``queue.updated`` goes out for each queue whose waiting count,
-oldest waiting conversation or ready agents changed since the last pass.
+oldest waiting conversation, ready or busy agents changed since the last pass.
 
 Several processes may run a router on PostgreSQL: the pass's advisory lock lets one route
 at a time, and the others skip that second.
@@ -112,7 +112,7 @@ class Router:
             data = event.data
             longest = data["longest_wait_seconds"]
             oldest = round(now.timestamp() - longest) if data["waiting"] else None
-            key = (data["waiting"], data["agents_ready"], oldest)
+            key = (data["waiting"], data["agents_ready"], data["agents_busy"], oldest)
             if self._queues.get(data["queue"]) != key:
                 self._queues[data["queue"]] = key
                 changed.append(event)

@@ -158,6 +158,18 @@ def test_events_reach_the_agents_of_the_queue_only(served: Served) -> None:
             )
         )
         assert not any(e["type"].startswith("offer.") for e in mia.seen)
+        # Queue counts: the same fields as an overview row, for the queue's agents only.
+        queue = anna.until(lambda e: e["type"] == "queue.updated" and e["queue"] == "whatsapp")
+        assert set(queue) == {
+            "type",
+            "queue",
+            "priority",
+            "waiting",
+            "longest_wait_seconds",
+            "agents_ready",
+            "agents_busy",
+        }
+        assert not any(e.get("queue") == "whatsapp" for e in mia.seen), mia.seen
 
 
 def test_the_welcome_prompt_reaches_the_customer_through_sinch(served: Served) -> None:
