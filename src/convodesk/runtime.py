@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from convodesk import config_file
 from convodesk.domain.config_model import Problem, SystemConfig
+from convodesk.services.live import LiveBus, LocalBus
 from convodesk.storage import db, migrate
 from convodesk.storage.crypto import SecretBox, load_secret_box
 
@@ -49,6 +50,8 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     box: SecretBox
+    # Live events for the agent desktops (services/live.py), published after commit.
+    live: LiveBus = field(default_factory=LocalBus)
 
     def close(self) -> None:
         self.engine.dispose()

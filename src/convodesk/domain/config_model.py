@@ -234,6 +234,8 @@ class ChatSettings:
     idle_warning_seconds: int = 1500
     inactivity_close_seconds: int = 1800
     event_retention_days: int = 30
+    # Codes an agent may give when ending a chat; empty: any code (or none) is accepted.
+    wrapup_codes: tuple[str, ...] = ()
     prompts: Prompts = field(default_factory=Prompts)
 
 

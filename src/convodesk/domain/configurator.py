@@ -82,6 +82,7 @@ DATABASE_URL_PREFIXES: tuple[str, ...] = ("sqlite:///", "postgresql://", "postgr
 DEFAULT_DATA_DIR = SystemConfig().data_dir
 DATABASE_PASSWORD_VAR = "CONVODESK_DATABASE_PASSWORD"  # noqa: S105 - a variable name
 AGENT_MAX_CHATS = 100
+WRAPUP_CODE_MAX = 100
 MIN_PASSWORD_LENGTH = 8
 
 # The keys each kind of object accepts: anything else is an error, so typos are never lost.
@@ -1399,6 +1400,7 @@ def _chat_settings(report: _Report, top: _Fields) -> ChatSettings | None:
     settings = ChatSettings(
         **integers,
         attachment_types=_attachment_types(fields, defaults.attachment_types),
+        wrapup_codes=_wrapup_codes(fields),
         attachment_base_url=fields.optional_url("attachment_base_url", https_warning=MEDIA_HTTPS),
         whatsapp_opt_in_required=fields.boolean("whatsapp_opt_in_required", default=False),
         prompts=_prompts(report, fields),
@@ -1420,6 +1422,29 @@ def _attachment_types(fields: _Fields, default: tuple[str, ...]) -> tuple[str, .
                 _item(fields.at("attachment_types"), index),
                 f"expected a MIME type type/subtype such as image/jpeg, got {_got(item)}",
             )
+    return tuple(found)
+
+
+def _wrapup_codes(fields: _Fields) -> tuple[str, ...]:
+    """Non-empty texts of at most WRAPUP_CODE_MAX characters, each listed once."""
+    items = fields.sequence("wrapup_codes", "a list of wrap-up codes (texts)", required=False)
+    if items is None:
+        return ()
+    found: list[str] = []
+    for index, item in enumerate(items):
+        path = _item(fields.at("wrapup_codes"), index)
+        if not isinstance(item, str) or not item.strip():
+            fields.report.error(path, f"expected a non-empty text, got {_got(item)}")
+        elif len(item) > WRAPUP_CODE_MAX or item != item.strip():
+            fields.report.error(
+                path,
+                f"expected at most {WRAPUP_CODE_MAX} characters without leading or trailing "
+                f"spaces, got {_got(item)}",
+            )
+        elif item in found:
+            fields.report.error(path, f"{_got(item)} is listed twice")
+        else:
+            found.append(_plain(item))
     return tuple(found)
 
 

@@ -193,6 +193,10 @@ def _conversation_for(
         recent.open_key = key
         recent.closed_at = None
         recent.reopen_count += 1
+        for name, value in _reopened_values(now).items():
+            setattr(recent, name, value)
+        recent.preferred_agent = recent.assigned_agent
+        recent.assigned_agent = None
         return _claim(session, recent, key), False
     queue = directory.queue_for(app_id, message.channel)
     if queue is None:
@@ -207,6 +211,7 @@ def _conversation_for(
         status="waiting",
         open_key=key,
         opened_at=now,
+        waiting_since=now,
         last_activity_at=now,
         sinch_conversation_id=message.conversation_id or None,
         sinch_contact_id=message.contact_id or None,
@@ -214,6 +219,24 @@ def _conversation_for(
     )
     session.add(fresh)
     return _claim(session, fresh, key), True
+
+
+def _reopened_values(now: datetime) -> dict[str, object]:
+    """A reopened conversation waits again from now; the router admits it afresh (no
+    welcome: it was served) and offers it to its last agent first (`preferred_agent`, set by
+    the callers from `assigned_agent`). What the last episode ended with is in the
+    assignment log."""
+    return {
+        "waiting_since": now,
+        "admitted_at": None,
+        "assigned_at": None,
+        "ended_by": None,
+        "close_reason": None,
+        "wrapup_code": None,
+        "idle_warned_at": None,
+        "position_prompted": None,
+        "position_prompted_at": None,
+    }
 
 
 def _claim(session: Session, row: ConversationRow, key: str) -> ConversationRow:
@@ -311,7 +334,7 @@ def thread_inbound_run(
         opened = False
         conversation_id = open_ids.get(p.key)
         if conversation_id is None and p.key in closed:
-            conversation_id = _reopen(session, conn, closed.pop(p.key), p.key)
+            conversation_id = _reopen(session, conn, closed.pop(p.key), p.key, now)
         if conversation_id is None:
             queue = directory.queue_for(p.app_id, message.channel)
             if queue is None:
@@ -381,7 +404,9 @@ def _recently_closed(conn: Connection, pending: list[_Pending], since: datetime)
     return found
 
 
-def _reopen(session: Session, conn: Connection, conversation_id: int, key: str) -> int:
+def _reopen(
+    session: Session, conn: Connection, conversation_id: int, key: str, now: datetime
+) -> int:
     """Reopen a closed conversation under `key`; if another node opened one for the key
     meanwhile (the unique `open_key`), use theirs instead."""
     c = _conversations.c
@@ -390,7 +415,15 @@ def _reopen(session: Session, conn: Connection, conversation_id: int, key: str) 
         conn.execute(
             update(_conversations)
             .where(c.id == conversation_id)
-            .values(status="waiting", open_key=key, closed_at=None, reopen_count=c.reopen_count + 1)
+            .values(
+                status="waiting",
+                open_key=key,
+                closed_at=None,
+                reopen_count=c.reopen_count + 1,
+                preferred_agent=c.assigned_agent,
+                assigned_agent=None,
+                **_reopened_values(now),
+            )
         )
     except IntegrityError:
         savepoint.rollback()
@@ -415,6 +448,7 @@ def _open(conn: Connection, p: _Pending, queue: str, now: datetime) -> tuple[int
             "status": "waiting",
             "open_key": p.key,
             "opened_at": now,
+            "waiting_since": now,
             "last_activity_at": now,
             "reopen_count": 0,
             "sinch_conversation_id": message.conversation_id or None,
@@ -506,7 +540,7 @@ def _update_conversations(conn: Connection, touched: dict[int, dict[str, object]
 # --------------------------------------------------------------------------- receipts
 
 
-def sweep_parked_reports(session: Session, now: datetime, *, limit: int = 500) -> int:
+def sweep_parked_reports(session: Session, now: datetime, *, limit: int = 500) -> list[int]:
     """Apply parked reports whose message has learnt its Sinch id since.
 
     A report can arrive while the sender is still committing the send's answer: the report's
@@ -514,7 +548,7 @@ def sweep_parked_reports(session: Session, now: datetime, *, limit: int = 500) -
     (`apply_parked_reports`) may not see the report yet either. Rather than make the two wait
     for each other (lock waits across worker threads can deadlock), the processor sweeps: on
     each pass it applies what is parked for a now-known message, so a report is late by at
-    most one pass, never lost. Returns how many messages it moved.
+    most one pass, never lost. Returns the ids of the messages it moved.
     """
     rows = session.execute(
         select(MessageRow, DeliveryReportRow)
@@ -534,7 +568,7 @@ def sweep_parked_reports(session: Session, now: datetime, *, limit: int = 500) -
         by_message.setdefault(message.id, (message, []))[1].append(report)
     for message, reports in by_message.values():
         apply_reports(message, reports, now)
-    return len(by_message)
+    return list(by_message)
 
 
 def record_delivery_report(

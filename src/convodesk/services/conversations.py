@@ -1,9 +1,10 @@
 """Reading conversations and messages, with the visibility rule in one place.
 
 An admin token sees every conversation. An agent token sees the conversations of the
-queues its agent belongs to (`agent_queues`), and nothing else: another queue's
-conversation is "not found", the same answer as an id that does not exist, so that ids
-do not reveal what other queues hold.
+queues its agent belongs to (`agent_queues`), those assigned to its agent and those
+offered to it (a transfer may hand an agent a conversation of a queue it is not in), and
+nothing else: another conversation is "not found", the same answer as an id that does not
+exist, so that ids do not reveal what other queues hold.
 
 WhatsApp conversations carry their 24-hour window (`whatsapp_window`): free text reaches the
 customer only within 24 hours of their last message; after that only an approved template
@@ -19,9 +20,9 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from convodesk.domain import reasons
-from convodesk.domain.config_model import WhatsAppTemplate
+from convodesk.domain.config_model import Problem, WhatsAppTemplate
 from convodesk.runtime import Runtime
-from convodesk.services.errors import NotFoundError
+from convodesk.services.errors import InvalidRequestError, NotFoundError
 from convodesk.services.event_log import MAX_PAGE, as_utc
 from convodesk.storage import config_store, conversations
 from convodesk.storage.api_tokens import Principal
@@ -80,6 +81,13 @@ class ConversationItem:
     customer_typing_at: datetime | None
     customer_typing: bool  # a composing event in the last TYPING_SECONDS, not yet ended
     whatsapp_window: WhatsAppWindow | None  # None off WhatsApp
+    # The Chat Server (docs/reference/routing.md): who has it, since when it waits, how it ended
+    assigned_agent: str | None  # while active; after the close, who handled it last
+    assigned_at: datetime | None
+    waiting_since: datetime | None  # its place in the queue (oldest first)
+    ended_by: str | None  # the login of whoever ended it, or "system"
+    wrapup_code: str | None
+    close_reason: str | None  # agent | inactivity | queue_full
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +118,8 @@ class MessageItem:
     reason_code: str | None  # Sinch's reason code, or ours (CANNOT_SEND, SEND_GAVE_UP, HTTP_4xx)
     reason_text: str | None  # the technical description that came with it
     failure_text: str | None  # for a FAILED message: the reason in plain words, for the agent
+    author: str | None  # outbound: the agent's login, or "system" for a prompt
+    author_name: str | None
     sinch_message_id: str | None
     reply_to: str | None
     created_at: datetime
@@ -170,6 +180,12 @@ def conversation_item(row: ConversationRow, *, now: datetime | None = None) -> C
         customer_typing=typing_at is not None
         and now - typing_at < timedelta(seconds=TYPING_SECONDS),
         whatsapp_window=whatsapp_window(row.channel, row.last_inbound_at, now),
+        assigned_agent=row.assigned_agent,
+        assigned_at=_optional(row.assigned_at),
+        waiting_since=_optional(row.waiting_since),
+        ended_by=row.ended_by,
+        wrapup_code=row.wrapup_code,
+        close_reason=row.close_reason,
     )
 
 
@@ -197,6 +213,8 @@ def message_item(entry: MessageWithAttachments) -> MessageItem:
         reason_code=m.reason_code,
         reason_text=m.reason_text,
         failure_text=reasons.failure_text(m.reason_code) if m.status == "FAILED" else None,
+        author=m.author,
+        author_name=m.author_name,
         sinch_message_id=m.sinch_message_id,
         reply_to=m.reply_to,
         created_at=as_utc(m.created_at),
@@ -218,11 +236,19 @@ def visible_conversation(
     session: Session, principal: Principal, conversation_id: int
 ) -> ConversationRow:
     row = conversations.get_conversation(session, conversation_id)
-    if row is not None:
-        allowed = visible_queues(session, principal)
-        if allowed is None or row.queue in allowed:
-            return row
+    if row is not None and can_see(session, principal, row):
+        return row
     raise NotFoundError(f"no conversation with id {conversation_id}")
+
+
+def can_see(session: Session, principal: Principal, row: ConversationRow) -> bool:
+    allowed = visible_queues(session, principal)
+    if allowed is None or row.queue in allowed:
+        return True
+    login = principal.agent_login
+    if login is None:
+        return False
+    return row.assigned_agent == login or conversations.offered_to(session, row.id, login)
 
 
 def list_conversations(
@@ -233,11 +259,19 @@ def list_conversations(
     status: str | None = None,
     channel: str | None = None,
     identity: str | None = None,
+    assigned: str | None = None,
     limit: int = 50,
     before: int | None = None,
     now: datetime | None = None,
 ) -> ConversationPage:
+    """`assigned`: an agent's login, or ``me`` for the caller's agent."""
     limit = max(1, min(limit, MAX_PAGE))
+    if assigned == "me":
+        if principal.agent_login is None:
+            raise InvalidRequestError(
+                [Problem(path="assigned", message="assigned=me needs a token of an agent")]
+            )
+        assigned = principal.agent_login
     with transaction(runtime.sessions) as session:
         rows = conversations.list_conversations(
             session,
@@ -245,7 +279,9 @@ def list_conversations(
             status=status,
             channel=channel,
             identity=identity,
+            assigned_agent=assigned,
             queues_allowed=visible_queues(session, principal),
+            also_assigned_to=principal.agent_login,
             limit=limit + 1,
             before_id=before,
         )

@@ -2,6 +2,7 @@
 turns each into a message and an exit code.
 
 ServiceError
+ +-- ForbiddenError         the caller may not do this (403)
  +-- NotFoundError          the named resource does not exist (404)
  +-- ConflictError          it exists already, or the request contradicts itself (409)
  +-- InvalidConfigError     the change breaks a configurator rule; carries the problems (422)
@@ -23,6 +24,10 @@ class ServiceError(Exception):
     def __init__(self, *args: object, data: Mapping[str, Any] | None = None) -> None:
         super().__init__(*args)
         self.data = dict(data or {})
+
+
+class ForbiddenError(ServiceError):
+    """The caller may not do this (an action for agents, called with a token of no agent)."""
 
 
 class NotFoundError(ServiceError):

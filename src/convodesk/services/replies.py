@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from convodesk.domain.config_model import Problem, WhatsAppTemplate
 from convodesk.runtime import Runtime
 from convodesk.services import attachments as attachment_service
+from convodesk.services import chat_events
 from convodesk.services import conversations as conversation_service
 from convodesk.services.conversations import MessageItem, message_item
 from convodesk.services.errors import ConflictError, InvalidRequestError
@@ -297,10 +298,16 @@ def send_agent_reply(
             conversation.last_activity_at = now
             session.flush()
             sent = [upload] if upload is not None else []
-            return Reply(
+            reply = Reply(
                 message_item(MessageWithAttachments(message=message, attachments=sent)),
                 created=True,
             )
+            events = [
+                chat_events.message_created(conversation, reply.message),
+                chat_events.conversation_updated(conversation, now=now),
+            ]
+        runtime.live.publish(events)  # after the commit: the desktops can read it
+        return reply
     except IntegrityError:
         # The same key raced in from a parallel request: answer with the one that won.
         if key is None:

@@ -222,6 +222,7 @@ def _chat_settings(session: Session) -> ChatSettings:
     data = dict(row.settings)
     prompts = Prompts(**data.pop("prompts", {}))
     data["attachment_types"] = tuple(data.get("attachment_types", ChatSettings().attachment_types))
+    data["wrapup_codes"] = tuple(data.get("wrapup_codes", ()))
     known = {f.name for f in dataclasses.fields(ChatSettings)}
     return ChatSettings(prompts=prompts, **{k: v for k, v in data.items() if k in known})
 
@@ -430,6 +431,7 @@ def _apply_chat_settings(session: Session, settings: ChatSettings) -> list[Chang
     fields = _diff(old, settings)
     data = dataclasses.asdict(settings)
     data["attachment_types"] = list(settings.attachment_types)
+    data["wrapup_codes"] = list(settings.wrapup_codes)
     if row is None:
         session.add(ChatSettingsRow(id=1, settings=data))
     elif fields:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from convodesk.storage.tables import (
@@ -19,6 +19,7 @@ from convodesk.storage.tables import (
     AttachmentRow,
     ConversationRow,
     MessageRow,
+    OfferRow,
     QueueRow,
 )
 
@@ -39,13 +40,16 @@ def list_conversations(
     status: str | None = None,
     channel: str | None = None,
     identity: str | None = None,
+    assigned_agent: str | None = None,
     queues_allowed: Collection[str] | None = None,
+    also_assigned_to: str | None = None,
     limit: int,
     before_id: int | None = None,
 ) -> list[ConversationRow]:
     """Newest first (by id). `queues_allowed` None means every queue; an empty collection
-    means none (an agent in no queue sees nothing)."""
-    if queues_allowed is not None and not queues_allowed:
+    means none (an agent in no queue sees nothing), except the conversations assigned to
+    `also_assigned_to` (the caller's agent), which it sees whatever their queue."""
+    if queues_allowed is not None and not queues_allowed and also_assigned_to is None:
         return []
     stmt = select(ConversationRow)
     for column, value in (
@@ -53,11 +57,15 @@ def list_conversations(
         (ConversationRow.status, status),
         (ConversationRow.channel, channel),
         (ConversationRow.identity, identity),
+        (ConversationRow.assigned_agent, assigned_agent),
     ):
         if value is not None:
             stmt = stmt.where(column == value)
     if queues_allowed is not None:
-        stmt = stmt.where(ConversationRow.queue.in_(sorted(queues_allowed)))
+        visible: ColumnElement[bool] = ConversationRow.queue.in_(sorted(queues_allowed))
+        if also_assigned_to is not None:
+            visible = or_(visible, ConversationRow.assigned_agent == also_assigned_to)
+        stmt = stmt.where(visible)
     if before_id is not None:
         stmt = stmt.where(ConversationRow.id < before_id)
     return list(session.scalars(stmt.order_by(ConversationRow.id.desc()).limit(limit)))
@@ -86,6 +94,21 @@ def list_messages(
             if row.message_id is not None:  # always: selected by message id
                 by_message[row.message_id].append(row)
     return [MessageWithAttachments(message=m, attachments=by_message[m.id]) for m in messages]
+
+
+def offered_to(session: Session, conversation_id: int, login: str) -> bool:
+    """Whether the conversation has an outstanding offer to this agent."""
+    found = session.scalar(
+        select(OfferRow.id)
+        .join(AgentRow, AgentRow.id == OfferRow.agent_id)
+        .where(
+            OfferRow.conversation_id == conversation_id,
+            OfferRow.state == "offered",
+            AgentRow.login == login,
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 def queues_of_agent(session: Session, login: str) -> set[str]:

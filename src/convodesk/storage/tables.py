@@ -226,6 +226,8 @@ class ConversationRow(Base):
     __table_args__ = (
         Index("ix_conversations_match", "service", "app_id", "channel", "identity", "closed_at"),
         Index("ix_conversations_queue_status", "queue", "status"),
+        Index("ix_conversations_status_waiting", "status", "waiting_since"),
+        Index("ix_conversations_assigned", "assigned_agent", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -246,6 +248,89 @@ class ConversationRow(Base):
     sinch_conversation_id: Mapped[str | None] = mapped_column(String(40))
     sinch_contact_id: Mapped[str | None] = mapped_column(String(40))
     sender_id: Mapped[str | None] = mapped_column(String(100))
+    # The Chat Server's part (services/routing.py, services/chat_server.py).
+    # `assigned_agent`: the agent's login while active, kept after the close (who handled it);
+    # a reopen moves it to `preferred_agent`, whom routing tries first.
+    assigned_agent: Mapped[str | None] = mapped_column(String(64))
+    preferred_agent: Mapped[str | None] = mapped_column(String(64))
+    waiting_since: Mapped[datetime | None] = mapped_column()  # the queue order (oldest first)
+    assigned_at: Mapped[datetime | None] = mapped_column()
+    # When routing took the conversation in (size limit, welcome or business-hours prompt);
+    # NULL until then, and again after a reopen.
+    admitted_at: Mapped[datetime | None] = mapped_column()
+    ended_by: Mapped[str | None] = mapped_column(String(64))  # a login, or "system"
+    wrapup_code: Mapped[str | None] = mapped_column(String(100))
+    close_reason: Mapped[str | None] = mapped_column(String(30))  # agent|inactivity|queue_full
+    idle_warned_at: Mapped[datetime | None] = mapped_column()
+    outside_hours_prompted_at: Mapped[datetime | None] = mapped_column()
+    position_prompted: Mapped[int | None] = mapped_column(Integer)  # the position last told
+    position_prompted_at: Mapped[datetime | None] = mapped_column()
+
+
+class AgentPresenceRow(Base):
+    """An agent's presence for routing; no row means offline.
+
+    `idle_since` orders agents of equal load (longest idle first): set when the agent becomes
+    ready, gets a conversation, or one of theirs ends or moves away. `missed_offers` counts
+    offers let expire in a row (an answer, accept or reject, resets it).
+    """
+
+    __tablename__ = "agent_presence"
+
+    agent_id: Mapped[int] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(String(20))  # ready | not_ready | offline
+    since: Mapped[datetime] = mapped_column(default=utcnow)
+    idle_since: Mapped[datetime] = mapped_column(default=utcnow)
+    missed_offers: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class OfferRow(Base):
+    """A waiting conversation offered to one agent.
+
+    `state`: offered, then accepted, rejected, expired or withdrawn. `open_conversation_id`
+    is the conversation's id while the offer is outstanding and NULL after: its unique index
+    keeps one outstanding offer per conversation, whichever node makes it. `kind`: route
+    (the routing pass), preferred (a reopened conversation back to its last agent), direct
+    (a transfer to this agent).
+    """
+
+    __tablename__ = "offers"
+    __table_args__ = (
+        Index("ix_offers_state_expires", "state", "expires_at"),
+        Index("ix_offers_agent_state", "agent_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    closed_at: Mapped[datetime | None] = mapped_column()
+    open_conversation_id: Mapped[int | None] = mapped_column(Integer, unique=True)
+
+
+class AssignmentLogRow(Base):
+    """What happened to a conversation in the Chat Server, in order: assigned, transferred,
+    ended, closed, reopened. Kept with the conversation (the transcript's other half)."""
+
+    __tablename__ = "assignment_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    action: Mapped[str] = mapped_column(String(30))
+    agent: Mapped[str | None] = mapped_column(String(64))  # whom it concerns
+    queue: Mapped[str | None] = mapped_column(String(100))
+    actor: Mapped[str | None] = mapped_column(String(64))  # who did it; "system" for timers
+    detail: Mapped[str | None] = mapped_column(String(200))
 
 
 class MessageRow(Base):

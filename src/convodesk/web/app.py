@@ -2,9 +2,10 @@
 settings: tests build one per test, the CLI builds one per process.
 
 With `workers=True` (what `serve` does) the app's lifespan also runs the background
-workers of this process: the event writer thread, the processor (Chain Matcher) and the
-media fetcher. Tests that want to drive the workers themselves pass `workers=False`; the
-event writer runs either way, since the intake cannot answer without it.
+workers of this process: the event writer thread, the processor (Chain Matcher), the
+media fetcher, the sender and the router (Chat Server). Tests that want to drive the
+workers themselves pass `workers=False`; the event writer runs either way, since the intake
+cannot answer without it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -30,8 +30,7 @@ from convodesk.services.intake import Intake, IntakeSettings
 from convodesk.storage import db
 from convodesk.storage.event_store import EventWriter
 from convodesk.web import errors, sms_server
-from convodesk.web.api.v1 import admin, attachments, conversations, events, replies
-from convodesk.web.auth import PrincipalDep
+from convodesk.web.api.v1 import admin, attachments, chat, conversations, events, replies, stream
 from convodesk.workers.runner import Workers
 
 
@@ -71,6 +70,7 @@ def create_app(
         try:
             yield
         finally:
+            app.state.stopping.set()
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             writer.stop()
@@ -91,14 +91,22 @@ def create_app(
     app.state.processor = processor
     app.state.media = media
     app.state.sender = sender
+    app.state.router = background.router
+    # Set when the server begins to stop (`serving.GracefulServer`): live streams end, so
+    # the graceful shutdown does not wait on them for ever.
+    app.state.stopping = asyncio.Event()
+    app.state.begin_shutdown = app.state.stopping.set
     errors.install(app)
     # The callback route first: routes are matched in order, and it is the hot path.
     app.include_router(sms_server.router)
+    # Before admin: /api/v1/queues/overview must not be taken for the queue "overview".
+    app.include_router(chat.router)
     app.include_router(admin.router)
     app.include_router(events.router)
     app.include_router(conversations.router)
     app.include_router(replies.router)
     app.include_router(attachments.router)
+    app.include_router(stream.router)
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")
     async def healthz() -> dict[str, str]:
@@ -116,10 +124,6 @@ def create_app(
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
-
-    @app.get("/api/v1/me", tags=["auth"], summary="Who the token belongs to")
-    async def me(principal: PrincipalDep) -> dict[str, Any]:
-        return {"role": principal.role, "agent": principal.agent_login}
 
     @app.get(
         "/sms/richcontent/{token}",

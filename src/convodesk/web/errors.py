@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convodesk.services.errors import (
     ConflictError,
+    ForbiddenError,
     InvalidConfigError,
     InvalidRequestError,
     NotFoundError,
@@ -24,6 +25,7 @@ from convodesk.services.errors import (
 )
 
 _STATUS: list[tuple[type[ServiceError], int, str]] = [
+    (ForbiddenError, 403, "forbidden"),
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
     (InvalidRequestError, 422, "invalid_request"),

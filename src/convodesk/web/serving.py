@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -21,6 +22,14 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class GracefulServer(uvicorn.Server):
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Long-lived responses (the live event stream) would hold the graceful shutdown
+        # open for ever: an app that has `state.begin_shutdown` is told first, and ends them.
+        begin = getattr(getattr(self.config.app, "state", None), "begin_shutdown", None)
+        if callable(begin):
+            begin()
+        await super().shutdown(sockets)
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         # Signal handlers can only be installed on the main thread; a server on a background

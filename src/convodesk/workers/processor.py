@@ -15,6 +15,10 @@ marked ``failed`` with the reason and the others go on.
 Order: within one process, events are applied in the order they were stored, so the
 messages of one conversation keep their order. (Across several processor nodes the
 per-conversation order is the multi-node issue's business; see docs/architecture.md.)
+
+After each commit: the live events of the batch are published (new messages, receipts,
+typing; `chat_events.after_processing`), and `on_threaded` (the router's wake-up) is called
+when inbound messages were threaded, so a new or reopened conversation is routed at once.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from sqlalchemy.orm import Session
 from convodesk import logs
 from convodesk.metrics import Metrics
 from convodesk.runtime import Runtime
-from convodesk.services import chain_matcher
+from convodesk.services import chain_matcher, chat_events
 from convodesk.services.chain_matcher import Outcome
 from convodesk.services.directory import Directory, DirectoryCache
 from convodesk.sinch import events as sinch_events
@@ -57,6 +61,8 @@ class Processor:
         self._batch = batch
         self._clock = clock
         self._wakeup = asyncio.Event()
+        self.on_threaded: Callable[[], None] | None = None
+        self._threaded = False
 
     def wake(self) -> None:
         """Called on the event loop when a callback was accepted."""
@@ -71,6 +77,9 @@ class Processor:
             except Exception as exc:  # the database is away: try again shortly
                 log.warning("processor pass failed", error=f"{type(exc).__name__}: {exc}")
                 done = 0
+            if self._threaded and self.on_threaded is not None:
+                self._threaded = False
+                self.on_threaded()
             if done:
                 continue
             waiters = [
@@ -87,7 +96,15 @@ class Processor:
         """Apply delivery reports parked while their send was being committed
         (`chain_matcher.sweep_parked_reports`); returns how many messages moved."""
         with transaction(self._runtime.sessions) as session:
-            return chain_matcher.sweep_parked_reports(session, self._clock())
+            moved = chain_matcher.sweep_parked_reports(session, self._clock())
+            events = (
+                chat_events.message_statuses(session, moved)
+                if moved and self._runtime.live.wants_events
+                else []
+            )
+        if events:
+            self._runtime.live.publish(events)
+        return len(moved)
 
     def process_batch(self) -> int:
         """Process up to `batch` pending events; returns how many were taken."""
@@ -122,14 +139,37 @@ class Processor:
                         self._process_one(session, events[start], parsed[start], directory, now)
                     )
                     start += 1
+            processed = []
             for event, outcome in zip(events, outcomes, strict=True):
                 self._record(event, outcome, now)
+                processed.append(
+                    chat_events.Processed(
+                        event_id=event.id,
+                        trigger=event.trigger,
+                        state=outcome.state,
+                        conversation_id=outcome.conversation_id,
+                        new_message=outcome.reason is None,
+                    )
+                )
             if self._metrics is not None:
                 remaining = session.scalar(
                     select(func.count()).select_from(EventRow).where(EventRow.state == "pending")
                 )
                 self._metrics.pending_events.set(max(0, (remaining or 0) - len(events)))
+        if any(p.trigger == "MESSAGE_INBOUND" and p.new_message for p in processed):
+            self._threaded = True
+        self._publish(processed, now)
         return len(events)
+
+    def _publish(self, processed: list[chat_events.Processed], now: datetime) -> None:
+        """The batch's live events, read after its commit; only when someone listens."""
+        live = self._runtime.live
+        if not processed or not live.wants_events:
+            return
+        with transaction(self._runtime.sessions) as session:
+            events = chat_events.after_processing(session, processed, now)
+        if events:
+            live.publish(events)
 
     def _process_one(
         self,

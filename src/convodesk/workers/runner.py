@@ -1,4 +1,5 @@
-"""The background workers of one process, started and stopped together.
+"""The background workers of one process, started and stopped together: the processor
+(Chain Matcher), the media fetcher, the sender, the router (Chat Server) and housekeeping.
 
 `serve` runs them inside the web app's lifespan; `convodesk worker` runs them alone (no
 HTTP), for deployments that keep web nodes and worker nodes apart. Several worker
@@ -21,6 +22,7 @@ from convodesk.services.directory import DirectoryCache
 from convodesk.workers import housekeeping
 from convodesk.workers.media import MediaFetcher
 from convodesk.workers.processor import Processor
+from convodesk.workers.router import Router
 from convodesk.workers.sender import Sender
 
 log = logs.get_logger("convodesk.worker")
@@ -39,12 +41,16 @@ class Workers:
         self.processor = Processor(runtime, directory, metrics=metrics)
         self.media = MediaFetcher(runtime, metrics=metrics)
         self.sender = Sender(runtime, directory, transport=sinch_transport)
+        self.router = Router(runtime, directory)
+        self.processor.on_threaded = self.router.wake
+        self.router.on_prompts = self.sender.wake
 
     def start(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         return [
             asyncio.create_task(self.processor.run(stop)),
             asyncio.create_task(self.media.run(stop)),
             asyncio.create_task(self.sender.run(stop)),
+            asyncio.create_task(self.router.run(stop)),
             asyncio.create_task(housekeeping.run(self.runtime, stop)),
         ]
 

@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 
 import certifi
 import httpx
+from sqlalchemy.orm import Session
 
 from convodesk import logs
 from convodesk.domain.config_model import SystemConfig
@@ -50,7 +51,9 @@ from convodesk.domain.retry import RetryPolicy
 from convodesk.domain.token_bucket import send_buckets
 from convodesk.runtime import Runtime
 from convodesk.services import attachments as attachment_service
+from convodesk.services import chat_events
 from convodesk.services.directory import Directory, DirectoryCache
+from convodesk.services.live import LiveEvent
 from convodesk.sinch import errors as sinch_errors
 from convodesk.sinch.auth import TokenCache
 from convodesk.sinch.client import ConversationClient
@@ -229,7 +232,21 @@ class Sender:
             jobs = outbox.claim_due(
                 session, now=self._clock(), limit=limit, lease_seconds=self._lease_seconds
             )
+            events = self._statuses(session, [job.message_id for job in jobs])
+        self._publish(events)
         return jobs, self._directory.get()
+
+    def _statuses(self, session: Session, message_ids: list[int]) -> list[LiveEvent]:
+        """``message.status`` for the agent desktops, built inside the transaction that
+        changed the messages (published after its commit); none when nobody listens."""
+        if not message_ids or not self._runtime.live.wants_events:
+            return []
+        session.flush()
+        return chat_events.message_statuses(session, message_ids)
+
+    def _publish(self, events: list[LiveEvent]) -> None:
+        if events:
+            self._runtime.live.publish(events)
 
     async def _renew_leases(self) -> None:
         """Every quarter lease, push the lease of every row this process holds one lease
@@ -317,6 +334,8 @@ class Sender:
     def _accepted(self, accepted: list[tuple[SendJob, str]]) -> None:
         with transaction(self._runtime.sessions) as session:
             outbox.mark_accepted_many(session, accepted, now=self._clock())
+            events = self._statuses(session, [job.message_id for job, _ in accepted])
+        self._publish(events)
 
     def _after_error(self, job: SendJob, exc: sinch_errors.SinchError) -> None:
         reason = _describe(exc)
@@ -336,6 +355,8 @@ class Sender:
             outbox.mark_retry(
                 session, job, error=reason, at=now + timedelta(seconds=delay), now=now
             )
+            events = self._statuses(session, [job.message_id])
+        self._publish(events)
         log.info(
             "send will be retried",
             message_id=job.message_id,
@@ -349,6 +370,8 @@ class Sender:
             outbox.mark_failed(
                 session, job, state=state, code=code, error=reason, now=self._clock()
             )
+            events = self._statuses(session, [job.message_id])
+        self._publish(events)
         log.warning("send failed", message_id=job.message_id, state=state, code=code, error=reason)
 
 

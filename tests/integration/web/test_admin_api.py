@@ -63,7 +63,8 @@ def test_agent_tokens_get_403_on_admin_endpoints(runtime: Runtime, admin: TestCl
     )
     assert answer.status_code == 201, answer.text
     with client_for(runtime, make_token(runtime, "agent", "anna")) as agent:
-        assert agent.get("/api/v1/me").json() == {"role": "agent", "agent": "anna"}
+        me = agent.get("/api/v1/me").json()
+        assert (me["role"], me["agent"], me["queues"]) == ("agent", "anna", ["support"])
         for method, path in [
             ("GET", "/api/v1/messaging-services"),
             ("POST", "/api/v1/queues"),

@@ -80,6 +80,12 @@ def test_a_conversation_carries_its_fields(runtime: Runtime, admin: TestClient) 
         "customer_typing": False,
         # The customer wrote at 06:04 in 2024: the 24-hour window closed long ago.
         "whatsapp_window": {"open": False, "closes_at": "2024-06-11T06:04:00Z"},
+        "assigned_agent": None,
+        "assigned_at": None,
+        "waiting_since": None,
+        "ended_by": None,
+        "wrapup_code": None,
+        "close_reason": None,
     }
     assert admin.get(f"/api/v1/conversations/{conversation_id}").json() == expected
     assert admin.get("/api/v1/conversations").json() == {"items": [expected], "next": None}
@@ -172,6 +178,8 @@ def test_messages_come_oldest_first_with_their_attachments(
         "reason_code": None,
         "reason_text": None,
         "failure_text": None,
+        "author": None,
+        "author_name": None,
         "sinch_message_id": first["sinch_message_id"],
         "reply_to": None,
         "created_at": "2024-06-10T06:00:00Z",

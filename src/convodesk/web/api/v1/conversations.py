@@ -38,6 +38,10 @@ async def list_conversations(
         str | None, Query(max_length=40, description="as stored, e.g. WHATSAPP")
     ] = None,
     identity: Annotated[str | None, Query(max_length=200)] = None,
+    assigned: Annotated[
+        str | None,
+        Query(max_length=64, description="an agent's login, or `me` for the caller's agent"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     before: Annotated[
         int | None,
@@ -52,6 +56,7 @@ async def list_conversations(
         status=status,
         channel=channel,
         identity=identity,
+        assigned=assigned,
         limit=limit,
         before=before,
     )

@@ -1,0 +1,117 @@
+"""Live events published by the workers and the API, heard on the bus (`runtime.live`) by
+subscribers with an agent's or an admin's audience."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from convodesk.runtime import Runtime
+from convodesk.services.live import Audience, Subscription
+from tests.integration.intake.test_receipts_and_media import outbound_message, report
+from tests.support.apps import make_token
+from tests.support.intake import configured_runtime, intake_client, post_sinch_fixture, process
+
+
+@pytest.fixture
+def runtime(database_url: str, tmp_path: Path) -> Iterator[Runtime]:
+    rt = configured_runtime(database_url, tmp_path)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def served(runtime: Runtime) -> Iterator[tuple[TestClient, FastAPI]]:
+    with intake_client(runtime) as pair:
+        yield pair
+
+
+def agent_of(runtime: Runtime, *queues: str) -> Subscription:
+    return runtime.live.subscribe(Audience(admin=False, agent="x", queues=frozenset(queues)))
+
+
+def drain(subscription: Subscription) -> list[dict[str, Any]]:
+    found = []
+    while (delivery := subscription.get(0)) is not None:
+        found.append(delivery.event.payload())
+    return found
+
+
+def test_an_inbound_message_reaches_its_queue_only(
+    runtime: Runtime, served: tuple[TestClient, FastAPI]
+) -> None:
+    client, app = served
+    whatsapp, messenger = agent_of(runtime, "whatsapp"), agent_of(runtime, "messenger")
+    assert post_sinch_fixture(client, "message_inbound__text").status_code == 200
+    process(app)
+    events = drain(whatsapp)
+    assert [e["type"] for e in events] == ["conversation.updated", "message.created"]
+    conversation, message = events[0]["conversation"], events[1]["message"]
+    assert (conversation["queue"], conversation["status"]) == ("whatsapp", "waiting")
+    assert events[1]["conversation_id"] == conversation["id"]
+    assert (message["direction"], message["conversation_id"]) == ("inbound", conversation["id"])
+    assert drain(messenger) == []
+
+
+def test_typing_and_its_end(runtime: Runtime, served: tuple[TestClient, FastAPI]) -> None:
+    client, app = served
+    post_sinch_fixture(client, "message_inbound__text")
+    process(app)
+    listener = agent_of(runtime, "whatsapp")
+
+    def on_whatsapp(data: dict[str, Any]) -> None:
+        data["event"]["channel_identity"]["channel"] = "WHATSAPP"
+
+    post_sinch_fixture(client, "event_inbound__composing", change=on_whatsapp)
+    process(app)
+    [typing] = drain(listener)
+    assert typing["type"] == "typing"
+    until = datetime.fromisoformat(typing["until"].replace("Z", "+00:00"))
+    assert until > datetime.now(until.tzinfo)
+    post_sinch_fixture(client, "event_inbound__composing_end", change=on_whatsapp)
+    process(app)
+    assert drain(listener) == [
+        {"type": "typing", "conversation_id": typing["conversation_id"], "until": None}
+    ]
+
+
+def test_a_receipt_moves_the_status_on_the_desktop(
+    runtime: Runtime, served: tuple[TestClient, FastAPI]
+) -> None:
+    client, app = served
+    message_id = outbound_message(runtime)
+    listener = agent_of(runtime, "whatsapp")
+    post_sinch_fixture(client, "message_delivery__delivered", change=report("DELIVERED"))
+    process(app)
+    [status] = drain(listener)
+    assert (status["type"], status["message_id"], status["status"]) == (
+        "message.status",
+        message_id,
+        "DELIVERED",
+    )
+
+
+def test_an_agents_reply_is_published(runtime: Runtime, served: tuple[TestClient, FastAPI]) -> None:
+    client, app = served
+    post_sinch_fixture(client, "message_inbound__text")
+    process(app)
+    admin = runtime.live.subscribe(Audience(admin=True))
+    token = make_token(runtime)
+    conversation_id = client.get(
+        "/api/v1/conversations", headers={"Authorization": f"Bearer {token}"}
+    ).json()["items"][0]["id"]
+    answer = client.post(
+        f"/api/v1/conversations/{conversation_id}/messages",
+        json={"text": "On its way"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 202, answer.text
+    created, updated = drain(admin)
+    assert (created["type"], created["message"]["text"]) == ("message.created", "On its way")
+    assert updated["type"] == "conversation.updated"
