@@ -19,6 +19,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 import convodesk
 from convodesk.metrics import Metrics
@@ -28,7 +29,7 @@ from convodesk.services.intake import Intake, IntakeSettings
 from convodesk.storage import db
 from convodesk.storage.event_store import EventWriter
 from convodesk.storage.tables import AttachmentRow
-from convodesk.web import errors, sms_server
+from convodesk.web import errors, pages, sessions, sms_server
 from convodesk.web.api.v1 import admin, conversations, events, replies
 from convodesk.web.auth import PrincipalDep
 from convodesk.workers.runner import Workers
@@ -90,6 +91,8 @@ def create_app(
     app.state.processor = processor
     app.state.media = media
     app.state.sender = sender
+    app.state.csrf_key = runtime.box.derive_key(sessions.CSRF_KEY_PURPOSE)
+    app.state.login_throttle = sessions.LoginThrottle()
     errors.install(app)
     # The callback route first: routes are matched in order, and it is the hot path.
     app.include_router(sms_server.router)
@@ -97,6 +100,8 @@ def create_app(
     app.include_router(events.router)
     app.include_router(conversations.router)
     app.include_router(replies.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")
     async def healthz() -> dict[str, str]:
