@@ -41,7 +41,8 @@ async function optional(path, note) {
     state.missing.delete(note);
     return answer;
   } catch (error) {
-    if (error instanceof ApiError && (error.status === 404 || error.status === 405)) {
+    // 403 too: before the chat server, /queues/overview is taken for an admin queue name
+    if (error instanceof ApiError && [403, 404, 405].includes(error.status)) {
       state.missing.add(note);
       return null;
     }
@@ -298,6 +299,7 @@ function renderOverview() {
   );
   const empty = $("queues-empty");
   empty.hidden = rows.length > 0;
+  $("queues").hidden = rows.length === 0;
   empty.textContent = state.missing.has("overview")
     ? "The queue overview is not available on this server."
     : "You belong to no queue.";
@@ -696,7 +698,7 @@ function renderAttachment() {
   chip.hidden = false;
   replace(
     chip,
-    a.uploading ? `Uploading ${a.filename}…` : `📎 ${a.filename}`,
+    a.uploading ? `Uploading ${a.filename}…` : `Attached: ${a.filename}`,
     a.uploading
       ? null
       : h(
@@ -711,7 +713,7 @@ function renderAttachment() {
               $("reply-file").focus();
             },
           },
-          "✕",
+          "Remove",
         ),
   );
 }
@@ -905,7 +907,7 @@ function renderLive() {
     live.state === "live"
       ? "Live"
       : live.state === "down"
-        ? `Offline, retrying in ${live.delay} s`
+        ? `Live updates off, retrying in ${live.delay} s`
         : "Connecting…";
 }
 
@@ -992,6 +994,7 @@ function start() {
     },
   });
   stream.start();
+  root.dataset.ready = "yes"; // for tests and scripts: the handlers are in place
 }
 
 start();

@@ -29,7 +29,13 @@ function filters() {
 function fillForm(params) {
   for (const name of [...FILTERS, "limit"]) {
     const el = form.elements.namedItem(name);
-    if (el && params.has(name)) el.value = params.get(name);
+    if (!el || !params.has(name)) continue;
+    const value = params.get(name);
+    // a value from the address bar that the list does not offer (limit=10, say) is added
+    if (el.tagName === "SELECT" && ![...el.options].some((o) => o.value === value)) {
+      el.appendChild(h("option", { value }, value));
+    }
+    el.value = value;
   }
 }
 

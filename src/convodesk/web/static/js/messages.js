@@ -5,8 +5,8 @@
 import { formatTime, h, replace } from "./dom.js";
 
 const STATUS = {
-  pending: { ticks: "🕓", words: "Waiting to be sent" },
-  sending: { ticks: "🕓", words: "Sending" },
+  pending: { ticks: "…", words: "Waiting to be sent" },
+  sending: { ticks: "…", words: "Sending" },
   accepted: { ticks: "✓", words: "Sent" },
   QUEUED_ON_CHANNEL: { ticks: "✓", words: "Sent to the channel" },
   DELIVERED: { ticks: "✓✓", words: "Delivered" },
@@ -57,7 +57,7 @@ function attachmentNode(attachment) {
   return h(
     "a",
     { class: "attachment file", href: attachment.url, download: attachment.filename || "" },
-    `⬇ ${name}`,
+    `Download ${name}`,
     size ? ` (${size})` : "",
   );
 }
@@ -72,7 +72,7 @@ function locationNode(content, fallback) {
   return h(
     "p",
     { class: "location" },
-    "📍 ",
+    h("span", { class: "kind-label" }, "Location: "),
     h("a", { href, target: "_blank", rel: "noopener noreferrer" }, place || "Location"),
     ` (${latitude.toFixed(5)}, ${longitude.toFixed(5)})`,
   );
