@@ -89,3 +89,70 @@ def test_a_new_key_without_its_secret_is_refused_at_the_secret_field(
     assert "must not be empty" in error.inner_text()
     # the webhook entry moved to index 2 and keeps its stored secret: no problem there
     assert page.locator('.field[data-path="authentication[2].password"] .field-error').is_hidden()
+
+
+def test_chat_settings_save_as_shown_and_problems_land_on_their_fields(
+    page: Any, stack: WebStack
+) -> None:
+    log_in(page, *ADMIN, target="/admin/chat-settings")
+    page.wait_for_url("**/admin/chat-settings")
+    page.get_by_role("button", name="Save chat settings").click()  # unchanged: valid
+    page.wait_for_url("**/admin/chat-settings?saved=1")
+    assert page.get_by_role("status").first.inner_text() == "Saved the chat settings."
+
+    page.get_by_label("Offer timeout (seconds)").fill("soon")
+    page.get_by_label("Welcome").fill("Hi! You are number {place} in {queue}.")
+    page.get_by_role("button", name="Save chat settings").click()
+    timeout_error = page.locator('.field[data-path="offer_timeout_seconds"] .field-error')
+    timeout_error.wait_for(state="visible")
+    assert "'soon'" in timeout_error.inner_text()
+    prompt_error = page.locator('.field[data-path="prompts.welcome"] .field-error')
+    assert "place" in prompt_error.inner_text()
+
+    page.get_by_label("Offer timeout (seconds)").fill("45")
+    page.get_by_label("Welcome").fill("Hi! You are in the {queue} queue.")
+    with page.expect_navigation(url="**/admin/chat-settings?saved=1"):
+        page.get_by_role("button", name="Save chat settings").click()
+    stored = configuration.get_chat_settings(stack.runtime)
+    assert stored["offer_timeout_seconds"] == 45
+    assert stored["prompts"] == {"welcome": "Hi! You are in the {queue} queue."}
+
+
+def test_add_an_agent_who_can_then_log_in_and_delete_it(page: Any, stack: WebStack) -> None:
+    log_in(page, *ADMIN, target="/admin/agents/new")
+    page.wait_for_url("**/admin/agents/new")
+    page.get_by_label("Login").fill("cleo")
+    page.get_by_label("Display name").fill("Cleo Berg")
+    page.get_by_label("whatsapp-support").check()
+    page.get_by_label("Password").fill("short")
+    page.get_by_role("button", name="Add agent").click()
+    error = page.locator('.field[data-path="password"] .field-error')
+    error.wait_for(state="visible")
+    assert "8" in error.inner_text()
+    page.get_by_label("Password").fill("cleo-password-1")
+    page.get_by_role("button", name="Add agent").click()
+    page.wait_for_url("**/admin/agents?saved=cleo")
+    assert page.get_by_role("row", name="cleo").get_by_role("cell").nth(2).inner_text() == (
+        "whatsapp-support"
+    )
+
+    page.get_by_role("link", name="cleo").click()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete agent").click()
+    page.wait_for_url("**/admin/agents?deleted=cleo")
+    assert page.get_by_role("status").inner_text() == "Deleted agent cleo."
+    assert [a["login"] for a in configuration.list_resources(stack.runtime, "agents")] == [
+        "ada",
+        "anna",
+    ]
+
+
+def test_deleting_a_service_a_queue_uses_shows_the_problem(page: Any, stack: WebStack) -> None:
+    log_in(page, *ADMIN, target="/admin/services/sinch-us")
+    page.wait_for_url("**/admin/services/sinch-us")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete service").click()
+    summary = page.locator(".error-summary")
+    summary.wait_for(state="visible")
+    assert "queues[1].addresses[0]" in summary.inner_text()
+    assert configuration.get_resource(stack.runtime, "messaging_services", "sinch-us")
