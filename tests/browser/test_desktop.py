@@ -50,7 +50,7 @@ def test_desktop_shows_the_transcript_and_sends_a_reply(page: Any, stack: WebSta
     chat = page.get_by_role("button", name=identity)
     chat.wait_for()
     chat.click()
-    transcript = page.get_by_role("log", name="Transcript")
+    transcript = page.get_by_role("list", name="Transcript")
     transcript.get_by_text("Hej! Where is my order?").wait_for()
     assert page.url.endswith(f"/?conversation={conversation}")
     place = transcript.get_by_role("link", name="Sergels torg")

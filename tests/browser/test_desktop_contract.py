@@ -123,6 +123,11 @@ def test_presence_offers_and_accept_with_the_keyboard(page: Any, stack: WebStack
         fulfil_json(route, conversation_json(stack, conversation))
 
     page.route("**/api/v1/offers/501/accept", accept)
+    earlier = customer_writes(stack, APP_EU, "WHATSAPP", "46701000031", "My parcel was damaged")
+    page.route(
+        f"**/api/v1/conversations/{conversation}/history",
+        lambda route: fulfil_json(route, [conversation_json(stack, earlier, status="closed")]),
+    )
 
     log_in(page, *AGENT)
     ready(page)
@@ -143,13 +148,16 @@ def test_presence_offers_and_accept_with_the_keyboard(page: Any, stack: WebStack
     assert toggle.inner_text().strip() == "Ready"
 
     page.keyboard.press("Alt+A")
-    page.get_by_role("log", name="Transcript").get_by_text("Hej! Where is my order?").wait_for()
+    page.get_by_role("list", name="Transcript").get_by_text("Hej! Where is my order?").wait_for()
     assert len(accepted) == 1
     assert page.locator(".offer").count() == 0
     assert page.locator(f'.chat[data-conversation-id="{conversation}"]').count() == 1
     assert page.get_by_label("Reply (Ctrl+Enter sends)").evaluate(
         "el => el === document.activeElement"
     )
+    history = page.locator(f'details.earlier[data-conversation-id="{earlier}"]')
+    history.locator("summary").click()
+    history.get_by_text("My parcel was damaged").wait_for()
 
 
 def sse(*events: dict[str, Any]) -> str:
@@ -186,7 +194,7 @@ def test_stream_events_update_the_page_and_it_reconnects(page: Any, stack: WebSt
 
     log_in(page, *AGENT, target=f"/?conversation={conversation}")
     ready(page)
-    transcript = page.get_by_role("log", name="Transcript")
+    transcript = page.get_by_role("list", name="Transcript")
     transcript.get_by_text("Is it shipped?").wait_for()
     ticks = transcript.locator(f'[data-message-id="{ours_id}"] .ticks')
     assert ticks.get_attribute("title") == "Sent"
@@ -231,6 +239,7 @@ def test_stream_events_update_the_page_and_it_reconnects(page: Any, stack: WebSt
     assert ticks.get_attribute("title") == "Read"
     assert page.locator("#typing").inner_text() == "46701000022 is typing…"
     page.locator(".offer").wait_for()
+    page.locator("#announce").filter(has_text="New offer: 46701000021").wait_for(state="attached")
     # The stream ended: the page opens it again after a pause, fetching its state meanwhile.
     until(page, lambda: len(streams) >= 2)
     assert len(offer_reads) >= 2
@@ -341,7 +350,7 @@ def test_upload_errors_are_shown_and_an_upload_is_sent_by_token(page: Any, stack
     page.route(f"**/api/v1/conversations/{conversation}/messages", messages)
     log_in(page, *AGENT, target=f"/?conversation={conversation}")
     ready(page)
-    page.get_by_role("log", name="Transcript").get_by_text("Photo please").wait_for()
+    page.get_by_role("list", name="Transcript").get_by_text("Photo please").wait_for()
     file = {
         "name": "photo.png",
         "mimeType": "image/png",

@@ -183,9 +183,6 @@ function addRow(fieldset) {
   for (const el of row.querySelectorAll("label[for]")) {
     el.htmlFor = el.htmlFor.replace("NEW", suffix);
   }
-  for (const el of row.querySelectorAll("[id$='-hint'], [id$='-error']")) {
-    el.id = el.id.replace("NEW", suffix);
-  }
   fieldset.querySelector(":scope > .row-list").appendChild(row);
   renumber(fieldset.form || fieldset.closest("form"));
   const first = row.querySelector("input, textarea, select");

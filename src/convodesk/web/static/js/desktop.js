@@ -32,6 +32,16 @@ const state = {
   missing: new Set(), // endpoints this server does not have
 };
 
+// What a screen reader should hear at once (a new offer, a new message, a failed one); the
+// lists themselves are not live regions, so a re-render never reads them out again.
+function announce(text) {
+  const region = $("announce");
+  region.textContent = "";
+  setTimeout(() => {
+    region.textContent = text;
+  }, 50);
+}
+
 // --------------------------------------------------------------------------- fetching
 
 // null when the endpoint does not exist here (404 or 405 on a collection)
@@ -798,8 +808,12 @@ function onEvent(event) {
     case "message.created": {
       const id = String(event.conversation_id);
       const message = event.message;
-      if (state.current && String(state.current.id) === id) addMessage(message);
-      else if (message && message.direction === "inbound" && state.chats.has(id)) {
+      if (state.current && String(state.current.id) === id) {
+        addMessage(message);
+        if (message && message.direction === "inbound") {
+          announce(`${customerLabel(state.current) || "The customer"} wrote: ${message.text || message.kind}`);
+        }
+      } else if (message && message.direction === "inbound" && state.chats.has(id)) {
         state.unread.set(id, (state.unread.get(id) || 0) + 1);
       }
       if (message && message.direction === "inbound") state.typing.delete(id);
@@ -815,6 +829,9 @@ function onEvent(event) {
       if (!message) break;
       message.status = event.status;
       if ("failure_text" in event) message.failure_text = event.failure_text;
+      if (event.status === "FAILED") {
+        announce(`Your message was not delivered: ${message.failure_text || "no reason given"}`);
+      }
       const item = $("transcript").querySelector(`[data-message-id="${CSS.escape(String(event.message_id))}"]`);
       if (item) updateStatus(item, message);
       break;
@@ -836,6 +853,8 @@ function onEvent(event) {
       if (event.offer) {
         state.offers.set(String(event.offer.id), event.offer);
         renderOffers();
+        const who = customerLabel(event.offer) || "a customer";
+        announce(`New offer: ${who} in queue ${event.offer.queue}. Alt+A accepts.`);
       }
       break;
     case "offer.closed":
