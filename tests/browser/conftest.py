@@ -161,7 +161,9 @@ def convodesk_config(emulator_url: str, *, key_us: str = KEY_US) -> dict[str, An
     }
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API runs an event loop on this thread while
+# it is open, and the tests after this package call asyncio.run().
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     require(
         Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is not None,
