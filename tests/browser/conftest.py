@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1366, "height": 768}  # the laptop screen the pages are made for
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+SCREENSHOTS_ENV = "CONVODESK_SCREENSHOTS"
 
 PROJECT_US = "9d0e1f2a-3b4c-4d5e-8f60-718293a4b5c6"
 KEY_EU, KEY_US = "key-secret-eu-0001", "key-secret-us-0001"
@@ -226,6 +228,12 @@ def log_in(page: Any, login: str, password: str, target: str = "/") -> None:
 
 
 def screenshot(page: Any, name: str) -> None:
-    """Saved for the guides (docs/guides/*.md show them)."""
+    """The pictures of the guides (docs/guides/*.md). They are written to docs/images/ when
+    missing or with CONVODESK_SCREENSHOTS=1 (after a change to the pages); otherwise the
+    picture is still taken, to a temporary file, so that a test run leaves the tree clean."""
+    target = IMAGES / name
+    if target.exists() and os.environ.get(SCREENSHOTS_ENV) != "1":
+        page.screenshot(path=str(Path(tempfile.gettempdir()) / f"convodesk-{name}"))
+        return
     IMAGES.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(IMAGES / name))
+    page.screenshot(path=str(target))
