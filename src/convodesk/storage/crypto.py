@@ -46,6 +46,17 @@ class SecretBox:
         if not keys or not all(k.strip() for k in keys):
             raise SecretKeyError("empty secret key")
         self._fernet = MultiFernet([Fernet(_as_fernet_key(k)) for k in keys])
+        self._primary = _as_fernet_key(keys[0])
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for `purpose` (e.g. signing CSRF tokens), derived from the first
+        secret key with HKDF: the same on every node that shares the key, never the key."""
+        return HKDF(
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=b"convodesk-derived-v1",
+            info=purpose.encode("utf-8"),
+        ).derive(base64.urlsafe_b64decode(self._primary))
 
     def encrypt(self, plain: str) -> str:
         return self._fernet.encrypt(plain.encode("utf-8")).decode("ascii")

@@ -19,6 +19,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 import convodesk
 from convodesk.metrics import Metrics
@@ -29,7 +30,7 @@ from convodesk.services.errors import NotFoundError
 from convodesk.services.intake import Intake, IntakeSettings
 from convodesk.storage import db
 from convodesk.storage.event_store import EventWriter
-from convodesk.web import errors, sms_server
+from convodesk.web import errors, pages, sessions, sms_server
 from convodesk.web.api.v1 import admin, attachments, chat, conversations, events, replies, stream
 from convodesk.workers.runner import Workers
 
@@ -96,6 +97,8 @@ def create_app(
     # the graceful shutdown does not wait on them for ever.
     app.state.stopping = asyncio.Event()
     app.state.begin_shutdown = app.state.stopping.set
+    app.state.csrf_key = runtime.box.derive_key(sessions.CSRF_KEY_PURPOSE)
+    app.state.login_throttle = sessions.LoginThrottle()
     errors.install(app)
     # The callback route first: routes are matched in order, and it is the hot path.
     app.include_router(sms_server.router)
@@ -107,6 +110,8 @@ def create_app(
     app.include_router(replies.router)
     app.include_router(attachments.router)
     app.include_router(stream.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")
     async def healthz() -> dict[str, str]:
