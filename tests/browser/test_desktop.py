@@ -1,6 +1,5 @@
-"""The agent desktop, with what exists on this branch: the conversations and messages API.
-Offers, presence, the stream and assignment come with the chat server; until then the
-desktop shows the conversation it is pointed at, and its panels say what is missing."""
+"""The agent desktop against the real chat server: the whole journey from a customer's
+message in the emulator to an ended chat, and the desktop's smaller promises."""
 
 from __future__ import annotations
 
@@ -11,16 +10,17 @@ from sqlalchemy import select
 from convodesk.storage.db import transaction
 from convodesk.storage.tables import ConversationRow, MessageRow
 from tests.browser.conftest import AGENT, WebStack, log_in, screenshot
-from tests.browser.test_admin_logs import customer_writes, message_status, wait_for
+from tests.browser.test_admin_logs import customer_writes, wait_for
 from tests.support.apps import APP_EU
 
 
 def activate(stack: WebStack, conversation_id: int) -> None:
-    """What accepting an offer does, until the chat server lands."""
+    """Give the conversation to the agent without going through an offer."""
     with transaction(stack.runtime.sessions) as session:
         row = session.get(ConversationRow, conversation_id)
         assert row is not None
         row.status = "active"
+        row.assigned_agent = AGENT[0]
 
 
 def messages_of(stack: WebStack, conversation_id: int) -> list[MessageRow]:
@@ -29,7 +29,25 @@ def messages_of(stack: WebStack, conversation_id: int) -> list[MessageRow]:
         return list(session.scalars(query.order_by(MessageRow.id)))
 
 
-def test_desktop_shows_the_transcript_and_sends_a_reply(page: Any, stack: WebStack) -> None:
+def conversation_row(stack: WebStack, conversation_id: int) -> ConversationRow:
+    with transaction(stack.runtime.sessions) as session:
+        row = session.get(ConversationRow, conversation_id)
+        assert row is not None
+        session.expunge(row)
+        return row
+
+
+def test_the_whole_journey_from_customer_message_to_ended_chat(
+    page: Any, stack: WebStack
+) -> None:
+    log_in(page, *AGENT)
+    page.locator("#desktop[data-ready=yes]").wait_for(state="attached")
+    toggle = page.locator("#presence-toggle")
+    assert toggle.get_attribute("aria-pressed") == "false"
+    toggle.click()
+    page.wait_for_function("document.getElementById('presence-toggle').ariaPressed === 'true'")
+
+    # The customer writes through the emulator, which signs and delivers the callback.
     identity = "46701000009"
     conversation = customer_writes(stack, APP_EU, "WHATSAPP", identity, "Hej! Where is my order?")
     answer = stack.emulator.post(
@@ -42,43 +60,66 @@ def test_desktop_shows_the_transcript_and_sends_a_reply(page: Any, stack: WebSta
         },
     )
     assert answer.status_code == 202
-    wait_for(lambda: len(messages_of(stack, conversation)) == 2)
-    activate(stack, conversation)
 
-    log_in(page, *AGENT)
-    page.wait_for_url(lambda url: url.rstrip("/").endswith(stack.url.split("//")[1]) or "/?" in url)
-    chat = page.get_by_role("button", name=identity)
-    chat.wait_for()
-    chat.click()
+    # The router offers it to the only ready agent; the offer arrives live, with a countdown.
+    offer = page.locator(".offer").filter(has_text="Hej! Where is my order?")
+    offer.wait_for()
+    assert offer.locator(".countdown").inner_text().startswith("Expires in")
+    offer.get_by_role("button", name="Accept").click()
+
     transcript = page.get_by_role("list", name="Transcript")
     transcript.get_by_text("Hej! Where is my order?").wait_for()
-    assert page.url.endswith(f"/?conversation={conversation}")
     place = transcript.get_by_role("link", name="Sergels torg")
+    place.wait_for()
     assert place.get_attribute("href").startswith(
         "https://www.openstreetmap.org/?mlat=59.3326&mlon=18.0649"
     )
+    assert page.url.endswith(f"/?conversation={conversation}")
     assert "WhatsApp window open" in page.locator("#wa-window").inner_text()
     assert page.get_by_role("heading", name=identity).is_visible()
+    row = conversation_row(stack, conversation)
+    assert (row.status, row.assigned_agent) == ("active", AGENT[0])
 
-    reply = page.get_by_label("Reply")
+    reply = page.get_by_label("Reply (Ctrl+Enter sends)")
     assert reply.evaluate("el => el === document.activeElement")  # ready to type
-    reply.fill("Your order left the warehouse this morning.")
+    text = "Your order left the warehouse this morning."
+    reply.fill(text)
     reply.press("Control+Enter")
     sent = transcript.locator(".message.outbound").filter(has_text="left the warehouse")
     sent.wait_for()
     assert reply.input_value() == ""
-    [_, _, ours] = messages_of(stack, conversation)
-    assert ours.text == "Your order left the warehouse this morning."
+    ours = next(m for m in messages_of(stack, conversation) if m.text == text)
     assert ours.author == AGENT[0]
-    wait_for(lambda: message_status(stack, ours.id) == "READ")
 
-    # Without the stream (it comes with the chat server) a reload shows the receipt.
-    page.reload()
+    # The emulator received exactly this send, for this customer on WhatsApp.
+    def received() -> list[dict[str, Any]]:
+        records = stack.emulator.get("/_emulator/sent", params={"identity": identity}).json()
+        return [
+            r
+            for r in records["sent"]
+            if r["request"]["message"].get("text_message", {}).get("text") == text
+        ]
+
+    [record] = wait_for(lambda: received() or None)
+    assert record["channel"] == "WHATSAPP"
+    assert record["request"]["app_id"] == APP_EU
+
+    # Delivery and read receipts come back through the webhook; the ticks follow live.
     ticks = transcript.locator(f'[data-message-id="{ours.id}"] .ticks')
-    ticks.wait_for()
-    assert ticks.get_attribute("title") == "Read"
+    page.wait_for_function(
+        "id => document.querySelector(`[data-message-id=\"${id}\"] .ticks`)?.title === 'Read'",
+        arg=ours.id,
+    )
     assert "status-READ" in (ticks.get_attribute("class") or "")
     screenshot(page, "desktop.png")
+
+    page.get_by_label("Wrap-up code").fill("order-status")
+    page.get_by_role("button", name="End chat").click()
+    page.get_by_role("status").filter(has_text="The chat is ended.").wait_for()
+    assert page.locator(f'.chat[data-conversation-id="{conversation}"]').count() == 0
+    row = conversation_row(stack, conversation)
+    assert row.status == "closed"
+    assert row.wrapup_code == "order-status"
 
 
 def test_failed_reply_shows_the_reason_in_plain_words(page: Any, stack: WebStack) -> None:

@@ -118,7 +118,7 @@ def test_presence_offers_and_accept_with_the_keyboard(page: Any, stack: WebStack
     def accept(route: Any) -> None:
         accepted.append(route.request.url)
         assert route.request.headers.get("x-csrf-token")
-        set_conversation(stack, conversation, status="active")  # what the chat server does
+        set_conversation(stack, conversation, status="active", assigned_agent=AGENT[0])  # what the chat server does
         offers.clear()
         fulfil_json(route, conversation_json(stack, conversation))
 
@@ -166,7 +166,7 @@ def sse(*events: dict[str, Any]) -> str:
 
 def test_stream_events_update_the_page_and_it_reconnects(page: Any, stack: WebStack) -> None:
     conversation = customer_writes(stack, APP_EU, "WHATSAPP", "46701000022", "Is it shipped?")
-    set_conversation(stack, conversation, status="active")
+    set_conversation(stack, conversation, status="active", assigned_agent=AGENT[0])
     with transaction(stack.runtime.sessions) as session:
         ours = MessageRow(
             conversation_id=conversation,
@@ -269,6 +269,7 @@ def test_template_picker_when_the_whatsapp_window_is_closed(page: Any, stack: We
         stack,
         conversation,
         status="active",
+        assigned_agent=AGENT[0],
         last_inbound_at=datetime.now(UTC) - timedelta(days=2),
     )
     log_in(page, *AGENT, target=f"/?conversation={conversation}")
@@ -291,7 +292,7 @@ def test_template_picker_when_the_whatsapp_window_is_closed(page: Any, stack: We
 
 def test_upload_errors_are_shown_and_an_upload_is_sent_by_token(page: Any, stack: WebStack) -> None:
     conversation = customer_writes(stack, APP_EU, "WHATSAPP", "46701000024", "Photo please")
-    set_conversation(stack, conversation, status="active")
+    set_conversation(stack, conversation, status="active", assigned_agent=AGENT[0])
     uploads: list[int] = []
     sent: list[Any] = []
 

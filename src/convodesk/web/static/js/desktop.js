@@ -769,9 +769,10 @@ async function transfer(event) {
   const body = agent ? { agent } : { queue };
   try {
     await post(`/api/v1/conversations/${c.id}/transfer`, body);
-    flashStatus(`Transferred to ${agent || `queue ${queue}`}.`);
     $("transfer-agent").value = "";
     await afterLeaving(c.id);
+    // after leaving: the chat's actions may be hidden now, and the line with them
+    flashStatus(`Transferred to ${agent || `queue ${queue}`}.`);
   } catch (error) {
     flashStatus(`Not transferred: ${problemsText(error)}`);
   }
@@ -784,9 +785,9 @@ async function endChat(event) {
   const code = $("wrapup").value.trim();
   try {
     await post(`/api/v1/conversations/${c.id}/end`, code ? { wrapup_code: code } : {});
-    flashStatus("The chat is ended.");
     $("wrapup").value = "";
     await afterLeaving(c.id);
+    flashStatus("The chat is ended.");
   } catch (error) {
     flashStatus(`Not ended: ${problemsText(error)}`);
   }
