@@ -37,15 +37,13 @@ def conversation_row(stack: WebStack, conversation_id: int) -> ConversationRow:
         return row
 
 
-def test_the_whole_journey_from_customer_message_to_ended_chat(
-    page: Any, stack: WebStack
-) -> None:
+def test_the_whole_journey_from_customer_message_to_ended_chat(page: Any, stack: WebStack) -> None:
     log_in(page, *AGENT)
     page.locator("#desktop[data-ready=yes]").wait_for(state="attached")
     toggle = page.locator("#presence-toggle")
     assert toggle.get_attribute("aria-pressed") == "false"
     toggle.click()
-    page.wait_for_function("document.getElementById('presence-toggle').ariaPressed === 'true'")
+    page.locator("#presence-toggle[aria-pressed=true]").wait_for()
 
     # The customer writes through the emulator, which signs and delivers the callback.
     identity = "46701000009"
@@ -61,9 +59,12 @@ def test_the_whole_journey_from_customer_message_to_ended_chat(
     )
     assert answer.status_code == 202
 
-    # The router offers it to the only ready agent; the offer arrives live, with a countdown.
-    offer = page.locator(".offer").filter(has_text="Hej! Where is my order?")
+    # The router offers it to the only ready agent; the offer arrives live, with a countdown
+    # and the customer's last message (the text or the location, whichever it saw last).
+    offer = page.locator(".offer").filter(has_text=identity)
     offer.wait_for()
+    preview = offer.locator(".offer-preview").inner_text()
+    assert "Hej! Where is my order?" in preview or "Sergels torg" in preview
     assert offer.locator(".countdown").inner_text().startswith("Expires in")
     offer.get_by_role("button", name="Accept").click()
 
@@ -106,10 +107,7 @@ def test_the_whole_journey_from_customer_message_to_ended_chat(
 
     # Delivery and read receipts come back through the webhook; the ticks follow live.
     ticks = transcript.locator(f'[data-message-id="{ours.id}"] .ticks')
-    page.wait_for_function(
-        "id => document.querySelector(`[data-message-id=\"${id}\"] .ticks`)?.title === 'Read'",
-        arg=ours.id,
-    )
+    transcript.locator(f'[data-message-id="{ours.id}"] .ticks[title="Read"]').wait_for()
     assert "status-READ" in (ticks.get_attribute("class") or "")
     screenshot(page, "desktop.png")
 
@@ -120,6 +118,27 @@ def test_the_whole_journey_from_customer_message_to_ended_chat(
     row = conversation_row(stack, conversation)
     assert row.status == "closed"
     assert row.wrapup_code == "order-status"
+
+
+def test_an_agent_not_ready_picks_a_waiting_chat_from_the_queue(page: Any, stack: WebStack) -> None:
+    identity = "46701000012"
+    conversation = customer_writes(stack, APP_EU, "WHATSAPP", identity, "Is anyone there?")
+    log_in(page, *AGENT)
+    page.locator("#desktop[data-ready=yes]").wait_for(state="attached")
+    assert page.locator("#presence-toggle").get_attribute("aria-pressed") == "false"
+
+    count = page.get_by_role("button", name="Show the 1 waiting in whatsapp-support")
+    count.wait_for()  # the overview follows the new waiting conversation live
+    count.click()
+    waiting = page.locator("#waiting")
+    waiting.get_by_text("Waiting in whatsapp-support (1)").wait_for()
+    waiting.get_by_role("button", name=f"Pick {identity}").click()
+
+    page.get_by_role("list", name="Transcript").get_by_text("Is anyone there?").wait_for()
+    assert waiting.is_hidden()
+    page.locator(f'.chat[data-conversation-id="{conversation}"]').wait_for()
+    row = conversation_row(stack, conversation)
+    assert (row.status, row.assigned_agent) == ("active", AGENT[0])
 
 
 def test_failed_reply_shows_the_reason_in_plain_words(page: Any, stack: WebStack) -> None:

@@ -118,7 +118,8 @@ def test_presence_offers_and_accept_with_the_keyboard(page: Any, stack: WebStack
     def accept(route: Any) -> None:
         accepted.append(route.request.url)
         assert route.request.headers.get("x-csrf-token")
-        set_conversation(stack, conversation, status="active", assigned_agent=AGENT[0])  # what the chat server does
+        # what the chat server does
+        set_conversation(stack, conversation, status="active", assigned_agent=AGENT[0])
         offers.clear()
         fulfil_json(route, conversation_json(stack, conversation))
 
@@ -144,7 +145,7 @@ def test_presence_offers_and_accept_with_the_keyboard(page: Any, stack: WebStack
     assert toggle.get_attribute("aria-pressed") == "false"
     page.keyboard.press("Alt+S")
     until(page, lambda: presence_bodies == [{"state": "ready"}])
-    page.wait_for_function("document.getElementById('presence-toggle').ariaPressed === 'true'")
+    page.locator("#presence-toggle[aria-pressed=true]").wait_for()
     assert toggle.inner_text().strip() == "Ready"
 
     page.keyboard.press("Alt+A")

@@ -9,7 +9,7 @@
 
 import { api, ApiError, get, post, put, query } from "./api.js";
 import { formatDateTime, formatSeconds, formatTime, h, replace } from "./dom.js";
-import { customerLabel, renderMessage, updateStatus } from "./messages.js";
+import { customerLabel, newerSnapshot, renderMessage, updateStatus } from "./messages.js";
 import { LiveStream } from "./stream.js";
 
 const $ = (id) => document.getElementById(id);
@@ -294,16 +294,26 @@ function renderOverview() {
         "tr",
         { dataset: { queue: row.queue } },
         h("th", { scope: "row" }, row.queue),
-        h("td", { class: row.waiting ? "busy" : "" }, String(row.waiting ?? 0)),
-        h("td", {}, row.waiting && row.longest_wait_seconds != null ? formatSeconds(row.longest_wait_seconds + elapsed) : "—"),
-        h("td", {}, `${row.agents_ready ?? 0} / ${row.agents_busy ?? 0}`),
+        // the count opens the list of waiting conversations (a fourth column would not fit)
         h(
           "td",
-          {},
+          { class: row.waiting ? "busy" : "" },
           row.waiting
-            ? h("button", { type: "button", class: "small", onclick: () => showWaiting(row.queue, true) }, "Waiting", h("span", { class: "visually-hidden" }, ` in ${row.queue}`))
-            : null,
+            ? h(
+                "button",
+                {
+                  type: "button",
+                  class: "count-button",
+                  title: "Show the waiting conversations",
+                  "aria-label": `Show the ${row.waiting} waiting in ${row.queue}`,
+                  onclick: () => showWaiting(row.queue, true),
+                },
+                String(row.waiting),
+              )
+            : "0",
         ),
+        h("td", {}, row.waiting && row.longest_wait_seconds != null ? formatSeconds(row.longest_wait_seconds + elapsed) : "—"),
+        h("td", {}, `${row.agents_ready ?? 0} / ${row.agents_busy ?? 0}`),
       ),
     ),
   );
@@ -496,8 +506,9 @@ function renderTranscript() {
   list.scrollTop = list.scrollHeight;
 }
 
-function addMessage(message) {
-  const key = String(message.id);
+function addMessage(snapshot) {
+  const key = String(snapshot.id);
+  const message = newerSnapshot(state.messages.get(key), snapshot);
   const list = $("transcript");
   const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
   const existing = list.querySelector(`[data-message-id="${CSS.escape(key)}"]`);

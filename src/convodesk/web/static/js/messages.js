@@ -14,6 +14,17 @@ const STATUS = {
   FAILED: { ticks: "!", words: "Not delivered" },
 };
 
+// The order of domain/delivery.py. A message's snapshot (the reply's own answer, its
+// message.created event) can reach the page after the stream's receipts for it: the later
+// status wins then. Status events themselves are applied as they come, since the server
+// sends them in order (and an operator's retry does move a failed message back to pending).
+const ORDER = ["pending", "sending", "accepted", "QUEUED_ON_CHANNEL", "FAILED", "DELIVERED", "READ"];
+
+export function newerSnapshot(known, incoming) {
+  if (!known || ORDER.indexOf(known.status) <= ORDER.indexOf(incoming.status)) return incoming;
+  return { ...incoming, status: known.status, failure_text: known.failure_text };
+}
+
 export function customerLabel(item) {
   if (!item) return "";
   const customer = item.customer;
