@@ -423,8 +423,11 @@ async function openConversation(id, { keepFocus = false } = {}) {
   renderConversation();
   renderTranscript();
   renderChats();
+  // ready to type at once; the templates and earlier conversations come in behind
+  const focusReply = switched && !keepFocus && !$("reply").hidden;
+  if (focusReply && !$("reply-text-area").hidden) $("reply-text").focus();
   await Promise.allSettled([loadTemplates(conversation), loadHistory(conversation)]);
-  if (switched && !keepFocus && !$("reply").hidden) $("reply-text").focus();
+  if (focusReply && !$("template-picker").hidden) $("template-select").focus();
 }
 
 function canWrite(conversation) {
