@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from convodesk import config_file
 from convodesk.domain.config_model import Problem, SystemConfig
 from convodesk.services.live import LiveBus, LocalBus
+from convodesk.services.live_pg import PgBus
 from convodesk.storage import db, migrate
 from convodesk.storage.crypto import SecretBox, load_secret_box
 
@@ -50,10 +51,12 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     box: SecretBox
-    # Live events for the agent desktops (services/live.py), published after commit.
+    # Live events for the agent desktops, published after commit: in-process on SQLite
+    # (services/live.py), across processes with LISTEN/NOTIFY on PostgreSQL (live_pg.py).
     live: LiveBus = field(default_factory=LocalBus)
 
     def close(self) -> None:
+        self.live.close()
         self.engine.dispose()
 
 
@@ -68,4 +71,5 @@ def open_runtime(
         engine=engine,
         sessions=db.make_session_factory(engine),
         box=load_secret_box(config.data_dir, environ),
+        live=LocalBus() if db.is_sqlite(engine) else PgBus(engine),
     )

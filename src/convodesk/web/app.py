@@ -60,6 +60,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         writer.start()
+        # The desktops of this process hear the other processes' events (PostgreSQL).
+        await asyncio.to_thread(runtime.live.start_listening)
         stop = asyncio.Event()
         tasks = background.start(stop)
         if not workers:
@@ -74,6 +76,7 @@ def create_app(
             app.state.stopping.set()
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(runtime.live.stop_listening)
             writer.stop()
 
     app = FastAPI(

@@ -10,11 +10,20 @@ whole run (`chain_matcher.thread_inbound_run`: one query for the open conversati
 of them, batched inserts), which is what makes the processor fast enough
 (docs/benchmarks.md). Every other event gets its own savepoint. A run that fails is rolled
 back to its savepoint and replayed one event at a time, so in every case one bad event is
-marked ``failed`` with the reason and the others go on.
+marked ``failed`` with the reason and the others go on. A database error that is not the
+event's fault (a lost connection, a deadlock, SQLite busy: `_transient`) fails nothing: the
+whole batch is rolled back and tried again, up to `MAX_TRANSIENT_FAILURES` times per event.
 
-Order: within one process, events are applied in the order they were stored, so the
-messages of one conversation keep their order. (Across several processor nodes the
-per-conversation order is the multi-node issue's business; see docs/architecture.md.)
+Order: events are applied in the order they were stored (id order), so the messages of one
+conversation keep their order. Within one process the batches follow one another. Across
+several processor processes on PostgreSQL, the batches of two processes overlap in time:
+a later message of a customer could be threaded (and numbered) before an earlier one that
+another process holds. So a process takes an event only when no *older* pending event of
+the same identity lies outside its batch (`_in_order`): such an event is held by another
+process (or committed after our claim), and the identity's events in this batch are left
+pending (`deferred`) for a later pass, after that other process has committed. The oldest
+pending event of an identity is always taken by whoever holds it, so every identity makes
+progress. On SQLite one processing transaction runs at a time (``BEGIN IMMEDIATE``).
 
 After each commit: the live events of the batch are published (new messages, receipts,
 typing; `chat_events.after_processing`), and `on_threaded` (the router's wake-up) is called
@@ -28,6 +37,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from convodesk import logs
@@ -38,11 +48,18 @@ from convodesk.services.chain_matcher import Outcome
 from convodesk.services.directory import Directory, DirectoryCache
 from convodesk.sinch import events as sinch_events
 from convodesk.sinch.events import Callback
-from convodesk.storage.db import transaction
+from convodesk.storage.db import read_transaction, transaction
 from convodesk.storage.tables import ConversationRow, EventRow, MessageRow
 
 log = logs.get_logger("convodesk.processor")
 IDLE_POLL_SECONDS = 1.0
+# A pass that could only defer (another process holds older events of the same customers)
+# tries again this soon, rather than after an idle poll.
+DEFERRED_RETRY_SECONDS = 0.05
+# A database error that says nothing about the event itself (`_transient`) rolls the whole
+# batch back, to be tried again; after this many in a row for one event it is marked failed,
+# so an error that only looks transient cannot hold the processor up for ever.
+MAX_TRANSIENT_FAILURES = 5
 
 
 class Processor:
@@ -63,6 +80,8 @@ class Processor:
         self._wakeup = asyncio.Event()
         self.on_threaded: Callable[[], None] | None = None
         self._threaded = False
+        self.deferred = 0  # events the last batch left pending to keep the order
+        self._transient_failures: dict[int, int] = {}  # event id -> transient errors in a row
 
     def wake(self) -> None:
         """Called on the event loop when a callback was accepted."""
@@ -86,8 +105,9 @@ class Processor:
                 asyncio.ensure_future(self._wakeup.wait()),
                 asyncio.ensure_future(stop.wait()),
             ]
+            timeout = DEFERRED_RETRY_SECONDS if self.deferred else IDLE_POLL_SECONDS
             _, pending = await asyncio.wait(
-                waiters, timeout=IDLE_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             for waiter in pending:
                 waiter.cancel()
@@ -107,18 +127,23 @@ class Processor:
         return len(moved)
 
     def process_batch(self) -> int:
-        """Process up to `batch` pending events; returns how many were taken."""
+        """Process up to `batch` pending events; returns how many were processed (events
+        deferred to keep a customer's order, `deferred`, are not counted)."""
         directory = self._directory.get()
         with transaction(self._runtime.sessions) as session:
+            postgres = session.get_bind().dialect.name == "postgresql"
             query = (
                 select(EventRow)
                 .where(EventRow.state == "pending")
                 .order_by(EventRow.id)
                 .limit(self._batch)
             )
-            if session.get_bind().dialect.name == "postgresql":
+            if postgres:
                 query = query.with_for_update(skip_locked=True)
             events = list(session.scalars(query))
+            self.deferred = 0
+            if postgres:  # several processors may claim at once: keep each customer's order
+                events, self.deferred = _in_order(session, events)
             now = self._clock()
             parsed = [chain_matcher.parse_stored(event) for event in events]
             outcomes: list[Outcome] = []
@@ -149,6 +174,7 @@ class Processor:
                         state=outcome.state,
                         conversation_id=outcome.conversation_id,
                         new_message=outcome.reason is None,
+                        opened=outcome.opened,
                     )
                 )
             if self._metrics is not None:
@@ -166,7 +192,7 @@ class Processor:
         live = self._runtime.live
         if not processed or not live.wants_events:
             return
-        with transaction(self._runtime.sessions) as session:
+        with read_transaction(self._runtime.sessions) as session:
             events = chat_events.after_processing(session, processed, now)
         if events:
             live.publish(events)
@@ -188,9 +214,28 @@ class Processor:
             savepoint.commit()
         except Exception as exc:
             savepoint.rollback()
+            if _transient(exc) and self._retry_later(event.id):
+                raise
             outcome = Outcome("failed", f"{type(exc).__name__}: {exc}"[:500])
             log.error("event processing failed", event_id=event.id, error=outcome.reason)
+        self._transient_failures.pop(event.id, None)
         return outcome
+
+    def _retry_later(self, event_id: int) -> bool:
+        """Count a transient failure of this event; False once it has had its share."""
+        if len(self._transient_failures) > 10_000:  # forget events long since processed
+            self._transient_failures.clear()
+        count = self._transient_failures.get(event_id, 0) + 1
+        self._transient_failures[event_id] = count
+        if count >= MAX_TRANSIENT_FAILURES:
+            self._transient_failures.pop(event_id, None)
+            return False
+        log.warning(
+            "event processing hit a database error; the batch is tried again",
+            event_id=event_id,
+            attempt=count,
+        )
+        return True
 
     def _thread_run(
         self,
@@ -247,3 +292,51 @@ class Processor:
 
 def _inbound(parsed: Callback | Outcome) -> sinch_events.InboundMessage | None:
     return parsed.inbound if isinstance(parsed, Callback) else None
+
+
+def _identity_key(identity: str) -> str:
+    """Identities as the Chain Matcher matches them (`normalize_identity`): phone numbers
+    with or without ``+`` are one customer. Keys may be coarser than a conversation (the
+    same identity on two apps): that only orders more than needed."""
+    return identity.removeprefix("+")
+
+
+def _in_order(session: Session, events: list[EventRow]) -> tuple[list[EventRow], int]:
+    """The claimed events that may be processed now, and how many are deferred: those of an
+    identity with an older pending event outside this batch (held by another processor, or
+    committed after the claim). Read in a statement of its own, so it sees every commit made
+    since the claim: an older event that another process has finished no longer blocks."""
+    newest: dict[str, int] = {}
+    for event in events:
+        if event.identity:
+            key = _identity_key(event.identity)
+            newest[key] = max(newest.get(key, 0), event.id)
+    if not newest:
+        return events, 0
+    ours = {event.id for event in events}
+    forms = {form for key in newest for form in (key, f"+{key}")}
+    older = session.execute(
+        select(EventRow.id, EventRow.identity).where(
+            EventRow.state == "pending",
+            EventRow.id < max(newest.values()),
+            EventRow.identity.in_(forms),
+        )
+    ).all()
+    blocked = {
+        key
+        for event_id, identity in older
+        if identity and event_id not in ours and event_id < newest[key := _identity_key(identity)]
+    }
+    if not blocked:
+        return events, 0
+    taken = [e for e in events if not e.identity or _identity_key(e.identity) not in blocked]
+    return taken, len(events) - len(taken)
+
+
+def _transient(exc: BaseException) -> bool:
+    """A database error that says nothing about the event: the connection went away, a
+    deadlock or serialization conflict, SQLite busy. Marking the event failed for it would
+    drop a callback we acknowledged; the batch is rolled back and tried again instead."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError)
