@@ -227,7 +227,16 @@ def serve(
 
 
 @app.command("worker")
-def worker(config: ConfigOption = None) -> None:
+def worker(
+    config: ConfigOption = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="Serve Prometheus metrics on this port (default: none)."
+        ),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Interface for --metrics-port.")] = "127.0.0.1",
+) -> None:
     """Run the background workers alone (processor, sender, media, housekeeping), no HTTP.
 
     For multi-node deployments on PostgreSQL: any number of `worker` processes beside the
@@ -235,7 +244,7 @@ def worker(config: ConfigOption = None) -> None:
     """
     from convodesk.workers.runner import run_workers
 
-    run_workers(_runtime(config))
+    run_workers(_runtime(config), metrics_host=metrics_host, metrics_port=metrics_port)
 
 
 app.command("doctor")(cli_doctor.doctor)

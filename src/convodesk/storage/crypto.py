@@ -3,7 +3,7 @@
 The key comes from ``CONVODESK_SECRET_KEY`` or, when that is unset, from
 ``{data_dir}/secret.key``, generated on first use with 0600 permissions. The variable may
 hold several comma-separated keys: the first encrypts, all decrypt (key rotation; see
-docs/howto/operations.md). A value that is not a Fernet key is stretched into one with
+docs/operations/backups.md). A value that is not a Fernet key is stretched into one with
 HKDF-SHA256, so a passphrase works too.
 """
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from convodesk import logs
+from convodesk.metrics import Metrics
 from convodesk.runtime import Runtime
 from convodesk.services import chat_server, routing
 from convodesk.services.directory import DirectoryCache
@@ -30,8 +31,12 @@ from convodesk.storage.db import transaction
 log = logs.get_logger("convodesk.router")
 TIMER_SECONDS = 1.0
 # Passes start at least this far apart: under a flood of new messages every processor batch
-# wakes the router, and back-to-back passes would compete with the intake for the database.
-MIN_GAP_SECONDS = 0.05
+# wakes the router, and back-to-back passes would compete with the intake for the database
+# and for the process's one core (a pass reads every agent's presence and the queues'
+# counts: with 200 agents at 100 messages/s, 20 passes a second took a third of a core;
+# docs/benchmarks.md, desktop). An offer or a queue count on a desktop comes up to this
+# much later, which nobody sees.
+MIN_GAP_SECONDS = 0.2
 
 
 class Router:
@@ -42,8 +47,10 @@ class Router:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         interval: float = TIMER_SECONDS,
+        metrics: Metrics | None = None,
     ) -> None:
         self._runtime = runtime
+        self._metrics = metrics
         self._directory = directory
         self._clock = clock
         self._interval = interval
@@ -68,6 +75,8 @@ class Router:
                 report = await asyncio.to_thread(self.run_pass)
             except Exception as exc:  # the database is away, or a lock conflict: next time
                 log.warning("routing pass failed", error=f"{type(exc).__name__}: {exc}")
+                if self._metrics is not None:
+                    self._metrics.routing_passes.labels("failed").inc()
                 report = PassReport()
             if report.prompts and self.on_prompts is not None:
                 self.on_prompts()
@@ -91,6 +100,10 @@ class Router:
         live = self._runtime.live
         with transaction(self._runtime.sessions) as session:
             report = routing.run_pass(session, directory, now, events=live.wants_events)
+        if self._metrics is not None:
+            self._metrics.routing_passes.labels("skipped" if report.skipped else "done").inc()
+            self._metrics.offers.labels("made").inc(report.offers)
+            self._metrics.offers.labels("expired").inc(report.expired)
         if report.offers or report.expired or report.closed:
             log.info(
                 "routed",

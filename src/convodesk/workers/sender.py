@@ -49,6 +49,7 @@ from convodesk import logs
 from convodesk.domain.config_model import SystemConfig
 from convodesk.domain.retry import RetryPolicy
 from convodesk.domain.token_bucket import send_buckets
+from convodesk.metrics import Metrics
 from convodesk.runtime import Runtime
 from convodesk.services import attachments as attachment_service
 from convodesk.services import chat_events
@@ -95,10 +96,12 @@ class Sender:
         concurrency: int | None = None,
         lease_seconds: float | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics: Metrics | None = None,
     ) -> None:
         """``concurrency`` and ``lease_seconds`` default to the configuration's
         ``send_concurrency`` and ``send_lease_seconds``."""
         self._runtime = runtime
+        self._metrics = metrics
         self._directory = directory
         self._transport = transport
         self._policy = policy or RetryPolicy(
@@ -335,7 +338,14 @@ class Sender:
         with transaction(self._runtime.sessions) as session:
             outbox.mark_accepted_many(session, accepted, now=self._clock())
             events = self._statuses(session, [job.message_id for job, _ in accepted])
+        for job, _ in accepted:
+            self._count(job, "accepted")
         self._publish(events)
+
+    def _count(self, job: SendJob, result: str) -> None:
+        """``convodesk_sends_total``, once the outcome is committed."""
+        if self._metrics is not None:
+            self._metrics.sends.labels(job.service, result).inc()
 
     def _after_error(self, job: SendJob, exc: sinch_errors.SinchError) -> None:
         reason = _describe(exc)
@@ -356,6 +366,7 @@ class Sender:
                 session, job, error=reason, at=now + timedelta(seconds=delay), now=now
             )
             events = self._statuses(session, [job.message_id])
+        self._count(job, "retry")
         self._publish(events)
         log.info(
             "send will be retried",
@@ -371,6 +382,7 @@ class Sender:
                 session, job, state=state, code=code, error=reason, now=self._clock()
             )
             events = self._statuses(session, [job.message_id])
+        self._count(job, state)
         self._publish(events)
         log.warning("send failed", message_id=job.message_id, state=state, code=code, error=reason)
 
