@@ -14,8 +14,21 @@ shows an object, the object in the same shape as the API answers (a conversation
 - ``presence.updated`` {agent, state, since}
 - ``typing`` {conversation_id, until} (until null: the customer stopped)
 
-Audience: a conversation's events go to the agents of its queue and to its assigned agent;
-offers to the agent offered; presence to the agent itself (admins see everything).
+Audience (admins see everything):
+
+- ``conversation.updated`` goes to the agents of the conversation's queue and to its
+  assigned agent: they keep their lists and queue views right with it. After an inbound
+  message it goes to the queue only when the message opened (or reopened) the conversation;
+  otherwise to the assigned agent alone, for the WhatsApp window and the activity time.
+- the events *inside* a conversation (``message.created``, ``message.status``, ``typing``)
+  go to its assigned agent only. The other agents of the queue have nothing to show for
+  them (a waiting conversation appears in counts and offers, not in a transcript), and
+  sending them every message of every chat of the queue made the stream the server's main
+  cost: with 50 agents, 1,000 messages a second became 100,000 deliveries
+  (docs/benchmarks.md, desktop). A desktop that opens a conversation fetches its messages;
+  one assigned since hears of everything committed after the assignment, because the
+  audience is read after the change's commit (`live.py`).
+- offers go to the agent offered; presence to the agent itself.
 """
 
 from __future__ import annotations
@@ -59,16 +72,23 @@ def _audience(row: ConversationRow, *extra_queues: str) -> dict[str, tuple[str, 
     return {"queues": queues, "agents": agents}
 
 
+def _inside(row: ConversationRow) -> dict[str, tuple[str, ...]]:
+    """Who hears of what happens inside a conversation: its assigned agent (and admins)."""
+    return {"queues": (), "agents": tuple(a for a in (row.assigned_agent,) if a)}
+
+
 def conversation_updated(
     row: ConversationRow,
     *,
     now: datetime | None = None,
     also_queues: tuple[str, ...] = (),
     also_agents: tuple[str, ...] = (),
+    inside: bool = False,
 ) -> LiveEvent:
-    """`also_*`: who should hear that it left them (the queue and agent before a transfer)."""
+    """`also_*`: who should hear that it left them (the queue and agent before a transfer);
+    `inside`: a change only its agent needs (new activity), not the queue."""
     item: ConversationItem = conversation_item(row, now=now)
-    audience = _audience(row, *also_queues)
+    audience = _inside(row) if inside else _audience(row, *also_queues)
     agents = tuple(dict.fromkeys((*audience["agents"], *also_agents)))
     return LiveEvent(
         type="conversation.updated",
@@ -82,7 +102,7 @@ def message_created(row: ConversationRow, message: MessageItem) -> LiveEvent:
     return LiveEvent(
         type="message.created",
         data={"conversation_id": row.id, "message": jsonable(message)},
-        **_audience(row),
+        **_inside(row),
     )
 
 
@@ -100,7 +120,7 @@ def message_status(row: ConversationRow, message: MessageRow) -> LiveEvent:
             if message.status == "FAILED"
             else None,
         },
-        **_audience(row),
+        **_inside(row),
     )
 
 
@@ -108,7 +128,7 @@ def typing(row: ConversationRow, until: datetime | None) -> LiveEvent:
     return LiveEvent(
         type="typing",
         data={"conversation_id": row.id, "until": jsonable(until)},
-        **_audience(row),
+        **_inside(row),
     )
 
 
@@ -184,16 +204,19 @@ class Processed:
     state: str
     conversation_id: int | None
     new_message: bool  # an inbound message stored now (not one stored before)
+    opened: bool = False  # the message opened or reopened its conversation
 
 
 def after_processing(
     session: Session, processed: list[Processed], now: datetime
 ) -> list[LiveEvent]:
     """The live events of a processor batch, read after its commit: each new inbound
-    message (``message.created`` and its conversation's ``conversation.updated``), each
+    message (``message.created`` and its conversation's ``conversation.updated``, to the
+    queue when the message opened the conversation), each
     receipt (``message.status``), each typing signal (``typing``)."""
     done = [p for p in processed if p.state == "done" and p.conversation_id is not None]
     inbound = [p.event_id for p in done if p.trigger == "MESSAGE_INBOUND" and p.new_message]
+    opened = {p.conversation_id for p in done if p.trigger == "MESSAGE_INBOUND" and p.opened}
     receipts = [p.event_id for p in done if p.trigger == "MESSAGE_DELIVERY"]
     typing_ids = {p.conversation_id for p in done if p.trigger == "EVENT_INBOUND"}
     events: list[LiveEvent] = []
@@ -210,7 +233,8 @@ def after_processing(
                 if row.message_id is not None:
                     attachments[row.message_id].append(row)
         for conversation in conversations.values():
-            events.append(conversation_updated(conversation, now=now))
+            inside = conversation.id not in opened
+            events.append(conversation_updated(conversation, now=now, inside=inside))
         for message in messages:
             entry = MessageWithAttachments(message=message, attachments=attachments[message.id])
             events.append(

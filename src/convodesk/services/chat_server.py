@@ -48,7 +48,7 @@ from convodesk.services.live import LiveEvent
 from convodesk.storage import chat
 from convodesk.storage.api_tokens import Principal
 from convodesk.storage.chat import AgentInfo
-from convodesk.storage.db import transaction
+from convodesk.storage.db import read_transaction, transaction
 from convodesk.storage.tables import AgentPresenceRow, ConversationRow, OfferRow, QueueRow
 
 PRESENCE_STATES = ("ready", "not_ready")
@@ -690,5 +690,5 @@ def history(
 
 def queue_events(runtime: Runtime, names: set[str] | None, now: datetime) -> list[LiveEvent]:
     """``queue.updated`` for these queues (all when None), for the router's periodic update."""
-    with transaction(runtime.sessions) as session:
+    with read_transaction(runtime.sessions) as session:
         return [_queue_event(s, now) for s in chat.queue_stats(session, names)]

@@ -14,22 +14,26 @@ the stream tells the desktop so and ends, and the desktop reloads what it shows 
 subscribes again. Dropping events silently instead would leave a desktop wrong without
 knowing it.
 
-Events are plain JSON-ready data on purpose: issue 7 (several nodes on PostgreSQL) adds a bus
-with the same interface whose `publish` sends ``NOTIFY`` with `LiveEvent.to_json` and whose
-listener hands what it hears to a `LocalBus` on every node (`LiveEvent.from_json`,
-`LocalBus.publish`). Until then, events reach the streams of the process that published
-them: `serve` runs the web app and the workers in one process, so its desktops hear
-everything; a separate `convodesk worker` process publishes to nobody.
+Several processes (issue 7): on PostgreSQL the bus is `services.live_pg.PgBus`, with the
+same interface. Its `publish` delivers to the subscribers of this process at once, as
+`LocalBus` does, and sends the events to the other processes with ``NOTIFY``
+(`LiveEvent.to_dict`); a listener thread per `serve` process hands what it hears from
+*other* processes to its `LocalBus` (its own notifications are skipped, so nothing is
+delivered twice). When the listener loses the database and gets it back, every subscriber
+of its process is told to resync (`LocalBus.resync`: the same end as an overflow), since
+events may have been missed meanwhile. On SQLite (one process) the bus is a `LocalBus`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import itertools
 import json
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,21 +54,25 @@ class LiveEvent:
         """What the stream sends as ``data:``: the data with its type."""
         return {"type": self.type, **self.data}
 
+    def to_dict(self) -> dict[str, Any]:
+        """The whole event as JSON-ready data (what crosses to other processes)."""
+        return {"type": self.type, "data": self.data, "queues": self.queues, "agents": self.agents}
+
     def to_json(self) -> str:
-        return json.dumps(
-            {"type": self.type, "data": self.data, "queues": self.queues, "agents": self.agents},
-            separators=(",", ":"),
-        )
+        return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> LiveEvent:
-        raw = json.loads(text)
+    def from_dict(cls, raw: dict[str, Any]) -> LiveEvent:
         return cls(
             type=raw["type"],
             data=raw["data"],
             queues=tuple(raw["queues"]),
             agents=tuple(raw["agents"]),
         )
+
+    @classmethod
+    def from_json(cls, text: str) -> LiveEvent:
+        return cls.from_dict(json.loads(text))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,11 +96,17 @@ class Delivery:
     id: int  # increasing per bus: the stream's ``id:``
     event: LiveEvent
 
+    @functools.cached_property
+    def payload_json(self) -> str:
+        """`LiveEvent.payload` as compact JSON: made once, however many streams send it."""
+        return json.dumps(self.event.payload(), separators=(",", ":"))
+
 
 class Subscription:
     """A subscriber's bounded queue. Fed from any thread; read with `get` (blocking) or
-    `next` (asyncio). Both return None on timeout and when the subscription has ended
-    (`closed` or `overflowed`)."""
+    `next` (asyncio), which return None on timeout and when the subscription has ended
+    (`closed` or `overflowed`), or `next_all` (asyncio: everything waiting, [] instead of
+    None)."""
 
     def __init__(self, bus: LocalBus, audience: Audience, maxsize: int) -> None:
         self._bus = bus
@@ -101,8 +115,8 @@ class Subscription:
         self._items: deque[Delivery] = deque()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._ready = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # Set while an asyncio reader waits; whoever adds to the queue resolves it, once.
+        self._waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.overflowed = False
 
@@ -115,29 +129,54 @@ class Subscription:
         self.audience = audience
 
     def deliver(self, delivery: Delivery) -> None:
-        if not self.audience.sees(delivery.event):
-            return
+        self.deliver_all((delivery,))
+
+    def deliver_all(self, deliveries: Sequence[Delivery]) -> None:
+        """Queue those of `deliveries` this subscriber sees, in order, with one wake-up."""
+        _wake_all([self._offer(deliveries)])
+
+    def _offer(self, deliveries: Sequence[Delivery]) -> asyncio.Future[None] | None:
+        """Queue what this subscriber sees; returns the waiting reader to wake, if any."""
+        audience = self.audience
+        return self._queue([d for d in deliveries if audience.sees(d.event)])
+
+    def _queue(self, seen: Sequence[Delivery]) -> asyncio.Future[None] | None:
+        """Queue `seen` (what this subscriber sees, in order); returns the reader to wake."""
+        if not seen:
+            return None
         with self._lock:
             if self.ended:
-                return
-            if len(self._items) >= self._maxsize:
+                return None
+            if len(self._items) + len(seen) > self._maxsize:
                 self.overflowed = True
                 self._items.clear()
             else:
-                self._items.append(delivery)
-            self._wake()
+                self._items.extend(seen)
+            return self._wake()
 
     def end(self) -> None:
         with self._lock:
             self.closed = True
-            self._wake()
+            waiter = self._wake()
+        _wake_all([waiter])
 
-    def _wake(self) -> None:
-        """Called with the lock held."""
+    def resync(self) -> None:
+        """End as an overflow does: events may have been missed (the bus lost the other
+        processes for a while), so the subscriber must reload what it shows."""
+        with self._lock:
+            if self.ended:
+                return
+            self.overflowed = True
+            self._items.clear()
+            waiter = self._wake()
+        _wake_all([waiter])
+
+    def _wake(self) -> asyncio.Future[None] | None:
+        """Called with the lock held: wakes a blocked `get`, and returns the asyncio reader's
+        waiter for the caller to resolve (`_wake_all`) after the lock is released."""
         self._cond.notify_all()
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._ready.set)
+        waiter, self._waiter = self._waiter, None
+        return waiter
 
     def get(self, timeout: float) -> Delivery | None:
         with self._cond:
@@ -146,23 +185,37 @@ class Subscription:
             return self._items.popleft() if self._items and not self.ended else None
 
     async def next(self, wait_seconds: float) -> Delivery | None:
+        taken = await self._take(wait_seconds, everything=False)
+        return taken[0] if taken else None
+
+    async def next_all(self, wait_seconds: float) -> list[Delivery]:
+        """Every delivery waiting now, once there is one; [] on timeout and at the end."""
+        return await self._take(wait_seconds, everything=True)
+
+    async def _take(self, wait_seconds: float, *, everything: bool) -> list[Delivery]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         while True:
             with self._lock:
-                if self._items and not self.ended:
-                    return self._items.popleft()
                 if self.ended:
-                    return None
-                self._loop = loop
-                self._ready.clear()
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
+                    return []
+                if self._items:
+                    if not everything:
+                        return [self._items.popleft()]
+                    taken = list(self._items)
+                    self._items.clear()
+                    return taken
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return []
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._waiter = waiter
+            # A plain future and a timer: the cheapest wait asyncio has (no task per wait).
+            timer = loop.call_later(remaining, _resolve, (waiter,))
             try:
-                await asyncio.wait_for(self._ready.wait(), remaining)
-            except TimeoutError:
-                return None
+                await waiter
+            finally:
+                timer.cancel()
 
     def close(self) -> None:
         """Unsubscribe (the stream ended)."""
@@ -171,7 +224,8 @@ class Subscription:
 
 
 class LiveBus(Protocol):
-    """What publishers and the stream need; `LocalBus` is the in-process implementation."""
+    """What publishers and the stream need; `LocalBus` is the in-process implementation,
+    `services.live_pg.PgBus` the one for several processes on PostgreSQL."""
 
     @property
     def wants_events(self) -> bool:
@@ -182,8 +236,16 @@ class LiveBus(Protocol):
 
     def subscribe(self, audience: Audience, *, maxsize: int = DEFAULT_MAXSIZE) -> Subscription: ...
 
+    def start_listening(self) -> None:
+        """Begin hearing the events of other processes (a `serve` process does, in its
+        app's lifespan; it may wait a few seconds for the database); nothing to do for
+        `LocalBus`. Calls nest with `stop_listening`."""
+        ...
+
+    def stop_listening(self) -> None: ...
+
     def close(self) -> None:
-        """End every subscription of this process (it is stopping)."""
+        """End every subscription of this process and stop listening (it is stopping)."""
         ...
 
 
@@ -203,9 +265,7 @@ class LocalBus:
         with self._lock:
             subscribers = list(self._subscribers)
             deliveries = [Delivery(next(self._ids), event) for event in events]
-        for delivery in deliveries:
-            for subscriber in subscribers:
-                subscriber.deliver(delivery)
+        _wake_all(subscriber._queue(seen) for subscriber, seen in _fan_out(subscribers, deliveries))
 
     def subscribe(self, audience: Audience, *, maxsize: int = DEFAULT_MAXSIZE) -> Subscription:
         subscription = Subscription(self, audience, maxsize)
@@ -217,6 +277,20 @@ class LocalBus:
         with self._lock:
             self._subscribers.discard(subscription)
 
+    def resync(self) -> None:
+        """Tell every subscriber to reload (`Subscription.resync`); they leave the bus as
+        their streams end."""
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscriber in subscribers:
+            subscriber.resync()
+
+    def start_listening(self) -> None:
+        """In-process only: nothing to hear from elsewhere."""
+
+    def stop_listening(self) -> None:
+        """In-process only: nothing to stop."""
+
     def close(self) -> None:
         """End every subscription (the process is stopping): the streams finish."""
         with self._lock:
@@ -224,3 +298,50 @@ class LocalBus:
             self._subscribers.clear()
         for subscriber in subscribers:
             subscriber.end()
+
+
+def _fan_out(
+    subscribers: list[Subscription], deliveries: list[Delivery]
+) -> Iterator[tuple[Subscription, Sequence[Delivery]]]:
+    """Each subscriber with what it sees (`Audience.sees`), in order. The queue part is
+    worked out once per set of queues, not once per subscriber: the agents of a queue share
+    it, and a busy queue's events times its agents would otherwise be checked one by one."""
+    by_queues: dict[frozenset[str], list[Delivery]] = {}
+    naming: dict[str, list[Delivery]] = {}
+    for delivery in deliveries:
+        for agent in delivery.event.agents:
+            naming.setdefault(agent, []).append(delivery)
+    for subscriber in subscribers:
+        audience = subscriber.audience
+        if audience.admin:
+            yield subscriber, deliveries
+            continue
+        queued = by_queues.get(audience.queues)
+        if queued is None:
+            queues = audience.queues
+            queued = [d for d in deliveries if not queues.isdisjoint(d.event.queues)]
+            by_queues[queues] = queued
+        named = naming.get(audience.agent) if audience.agent is not None else None
+        if named:
+            merged = {d.id: d for d in (*queued, *named)}
+            yield subscriber, [merged[i] for i in sorted(merged)]
+        else:
+            yield subscriber, queued
+
+
+def _wake_all(waiters: Iterable[asyncio.Future[None] | None]) -> None:
+    """Resolve the waiting readers' futures from any thread: one `call_soon_threadsafe`
+    per event loop (each one is a write to the loop's self-pipe), not one per reader."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for waiter in waiters:
+        if waiter is not None:
+            by_loop.setdefault(waiter.get_loop(), []).append(waiter)
+    for loop, found in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to wake
+            loop.call_soon_threadsafe(_resolve, found)
+
+
+def _resolve(waiters: Iterable[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)

@@ -338,16 +338,24 @@ class _Pass:
 
     def route(self) -> None:
         candidates = self.candidates()
-        if not candidates:
+        free = [c for c in candidates.values() if c.free]
+        if not free:  # nobody could take an offer: the queues stay as they are
             return
         offered = set(
             self.session.scalars(
                 select(OfferRow.conversation_id).where(OfferRow.state == "offered")
             )
         )
-        waiting = [
-            c for c in chat.waiting_conversations(self.session, lock=True) if c.id not in offered
-        ]
+        # Only what a free agent could get: its queues' conversations, and those whose last
+        # agent (`preferred_agent`) it is. With every member of a queue busy, its waiting
+        # conversations (thousands, in a busy hour) are not read, let alone locked.
+        reachable = chat.waiting_conversations(
+            self.session,
+            lock=True,
+            queues={queue for agent in free for queue in agent.queues},
+            preferred={agent.login for agent in free},
+        )
+        waiting = [c for c in reachable if c.id not in offered]
         declined = self._declined_by_login()
 
         def order(c: ConversationRow) -> tuple[int, datetime, int]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, func, select, update
+from sqlalchemy import ColumnElement, Select, Table, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -209,14 +209,26 @@ def close_offer(offer: OfferRow, state: str, now: datetime) -> None:
     offer.open_conversation_id = None
 
 
-def waiting_conversations(session: Session, *, lock: bool = False) -> list[ConversationRow]:
+def waiting_conversations(
+    session: Session,
+    *,
+    lock: bool = False,
+    queues: Collection[str] | None = None,
+    preferred: Collection[str] = (),
+) -> list[ConversationRow]:
     """Every waiting conversation, oldest first (the caller orders by queue priority).
-    `lock`: lock them, skipping those another transaction holds (`skip_locked`)."""
+    `lock`: lock them, skipping those another transaction holds (`skip_locked`).
+    `queues`: only those in these queues, or whose `preferred_agent` is in `preferred`."""
     stmt = (
         select(ConversationRow)
         .where(ConversationRow.status == "waiting")
         .order_by(ConversationRow.waiting_since, ConversationRow.id)
     )
+    if queues is not None:
+        among: ColumnElement[bool] = ConversationRow.queue.in_(sorted(queues))
+        if preferred:
+            among = or_(among, ConversationRow.preferred_agent.in_(sorted(preferred)))
+        stmt = stmt.where(among)
     return list(session.scalars(skip_locked(stmt) if lock else stmt))
 
 

@@ -69,7 +69,13 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")  # deferred: readers never wait for the writer
+            return
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+READ_ONLY = "convodesk_read_only"  # execution option: see `read_transaction`
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -81,6 +87,20 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work commits at the end of the block, or rolls back on error."""
     with factory() as session, session.begin():
         yield session
+
+
+@contextmanager
+def read_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session for reading only, rolled back at the end. On SQLite it begins with a plain
+    (deferred) ``BEGIN`` instead of ``BEGIN IMMEDIATE``: it reads the last committed state
+    (WAL) without taking, or waiting for, the write lock. Writing in it is a mistake: on
+    SQLite it could fail with "database is locked"."""
+    with factory() as session:
+        session.connection(execution_options={READ_ONLY: True})
+        try:
+            yield session
+        finally:
+            session.rollback()
 
 
 def ping(engine: Engine) -> None:

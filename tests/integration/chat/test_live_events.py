@@ -14,6 +14,8 @@ from fastapi.testclient import TestClient
 
 from convodesk.runtime import Runtime
 from convodesk.services.live import Audience, Subscription
+from convodesk.storage.db import transaction
+from convodesk.storage.tables import ConversationRow
 from tests.integration.intake.test_receipts_and_media import outbound_message, report
 from tests.support.apps import make_token
 from tests.support.intake import configured_runtime, intake_client, post_sinch_fixture, process
@@ -32,8 +34,15 @@ def served(runtime: Runtime) -> Iterator[tuple[TestClient, FastAPI]]:
         yield pair
 
 
-def agent_of(runtime: Runtime, *queues: str) -> Subscription:
-    return runtime.live.subscribe(Audience(admin=False, agent="x", queues=frozenset(queues)))
+def agent_of(runtime: Runtime, *queues: str, login: str = "x") -> Subscription:
+    return runtime.live.subscribe(Audience(admin=False, agent=login, queues=frozenset(queues)))
+
+
+def assign_all(runtime: Runtime, login: str = "x") -> None:
+    """What accepting the offer does to the conversations (the tests here are about events)."""
+    with transaction(runtime.sessions) as session:
+        for row in session.query(ConversationRow):
+            row.status, row.assigned_agent = "active", login
 
 
 def drain(subscription: Subscription) -> list[dict[str, Any]]:
@@ -43,26 +52,45 @@ def drain(subscription: Subscription) -> list[dict[str, Any]]:
     return found
 
 
-def test_an_inbound_message_reaches_its_queue_only(
+def test_a_new_conversation_reaches_its_queue_and_its_messages_its_agent(
     runtime: Runtime, served: tuple[TestClient, FastAPI]
 ) -> None:
     client, app = served
     whatsapp, messenger = agent_of(runtime, "whatsapp"), agent_of(runtime, "messenger")
+    admin = runtime.live.subscribe(Audience(admin=True))
     assert post_sinch_fixture(client, "message_inbound__text").status_code == 200
     process(app)
-    events = drain(whatsapp)
-    assert [e["type"] for e in events] == ["conversation.updated", "message.created"]
-    conversation, message = events[0]["conversation"], events[1]["message"]
+    # The queue hears that a conversation waits; what the customer wrote is for its agent.
+    [opened] = drain(whatsapp)
+    assert opened["type"] == "conversation.updated"
+    conversation = opened["conversation"]
     assert (conversation["queue"], conversation["status"]) == ("whatsapp", "waiting")
+    assert drain(messenger) == []
+    events = drain(admin)
+    assert [e["type"] for e in events] == ["conversation.updated", "message.created"]
+    message = events[1]["message"]
     assert events[1]["conversation_id"] == conversation["id"]
     assert (message["direction"], message["conversation_id"]) == ("inbound", conversation["id"])
-    assert drain(messenger) == []
+
+    assign_all(runtime, "x")
+    other = agent_of(runtime, "whatsapp", login="y")
+
+    def second(data: dict[str, Any]) -> None:
+        data["message"]["id"] = "01J0SECONDMESSAGE0000000000"
+
+    assert post_sinch_fixture(client, "message_inbound__text", change=second).status_code == 200
+    process(app)
+    events = drain(whatsapp)  # agent x, whose conversation it is now
+    assert [e["type"] for e in events] == ["conversation.updated", "message.created"]
+    assert events[0]["conversation"]["assigned_agent"] == "x"
+    assert drain(other) == []  # same queue, not its conversation: nothing
 
 
 def test_typing_and_its_end(runtime: Runtime, served: tuple[TestClient, FastAPI]) -> None:
     client, app = served
     post_sinch_fixture(client, "message_inbound__text")
     process(app)
+    assign_all(runtime)
     listener = agent_of(runtime, "whatsapp")
 
     def on_whatsapp(data: dict[str, Any]) -> None:
@@ -86,6 +114,7 @@ def test_a_receipt_moves_the_status_on_the_desktop(
 ) -> None:
     client, app = served
     message_id = outbound_message(runtime)
+    assign_all(runtime)
     listener = agent_of(runtime, "whatsapp")
     post_sinch_fixture(client, "message_delivery__delivered", change=report("DELIVERED"))
     process(app)

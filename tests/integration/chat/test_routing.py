@@ -366,3 +366,33 @@ def test_the_pass_skips_a_conversation_another_transaction_holds(
         other.rollback()
     chat.route(after_seconds=1)
     assert chat.row(held).admitted_at is not None
+
+
+def test_with_every_agent_full_the_waiting_conversations_are_left_as_they_are(
+    chat: Chat,
+) -> None:
+    """Nobody could take an offer: the pass does not read the waiting conversations (a busy
+    hour has thousands), so a reopened one keeps its last agent for when one has room."""
+    chat.desk("anna").ready()
+    first, second = chat.conversation(), chat.conversation()
+    chat.route()
+    assert offered(chat, "anna") == [first, second]  # two chats: anna is full
+    reopened = chat.conversation(preferred_agent="anna")
+    chat.route(after_seconds=1)
+    assert chat.offers_of(reopened) == []
+    assert chat.row(reopened).preferred_agent == "anna"
+    chat.desk("bob").ready()  # room again, but not anna's: routed like any other
+    chat.route(after_seconds=2)
+    assert chat.offers_of(reopened) == [("bob", "offered")]
+    assert chat.row(reopened).preferred_agent is None
+
+
+def test_a_free_agent_gets_its_reopened_conversation_from_another_queue(chat: Chat) -> None:
+    """The pass reads the queues of the agents with room, and the conversations whose last
+    agent has room wherever they wait (a transfer may have moved them)."""
+    moved = chat.conversation("sales", channel="SMS", preferred_agent="anna")
+    chat.desk("anna").ready()  # support only
+    chat.route()
+    assert chat.offers_of(moved) == [("anna", "offered")]
+    [offer] = chat.desk("anna").offers()
+    assert offer["kind"] == "preferred"

@@ -123,23 +123,27 @@ def is_message(text: str) -> Callable[[dict[str, Any]], bool]:
 def test_events_reach_the_agents_of_the_queue_only(served: Served) -> None:
     with stream_of(served, "anna") as anna, stream_of(served, "mia") as mia:
         customer_writes(served, "WHATSAPP", "46701000077", "Hi, my parcel?")
-        created = anna.until(is_message("Hi, my parcel?"))
-        conversation_id = created["conversation_id"]
-        assert created["message"]["direction"] == "inbound"
-        # The conversation itself, and the welcome prompt the router queued, also arrive.
-        anna.until(
+        # A new conversation reaches its queue's agents; its messages reach only the agent
+        # it is assigned to (nobody yet).
+        opened = anna.until(
             lambda e: (
-                e["type"] == "conversation.updated" and e["conversation"]["id"] == conversation_id
+                e["type"] == "conversation.updated"
+                and e["conversation"]["identity"] == "46701000077"
             )
         )
-        anna.until(is_message("Welcome to whatsapp! An agent comes soon."))
-        # mia (messenger) hears her own queue's message, and never heard anna's.
+        conversation_id = opened["conversation"]["id"]
         customer_writes(served, "MESSENGER", "6512398745120001", "Bonjour")
-        mia.until(is_message("Bonjour"))
+        mia.until(
+            lambda e: (
+                e["type"] == "conversation.updated"
+                and e["conversation"]["identity"] == "6512398745120001"
+            )
+        )
         assert all(e.get("conversation_id") != conversation_id for e in mia.seen), mia.seen
         assert all(e.get("conversation", {}).get("id") != conversation_id for e in mia.seen), (
             mia.seen
         )
+        assert not any(e["type"] == "message.created" for e in anna.seen), anna.seen
 
         # Offers arrive live: anna gets ready, the router offers her the chat at once.
         api = httpx.Client(
@@ -158,6 +162,11 @@ def test_events_reach_the_agents_of_the_queue_only(served: Served) -> None:
             )
         )
         assert not any(e["type"].startswith("offer.") for e in mia.seen)
+        # Assigned, anna hears the conversation's messages: the customer's next one.
+        customer_writes(served, "WHATSAPP", "46701000077", "It is late")
+        created = anna.until(is_message("It is late"))
+        assert created["conversation_id"] == conversation_id
+        assert created["message"]["direction"] == "inbound"
         # Queue counts: the same fields as an overview row, for the queue's agents only.
         queue = anna.until(lambda e: e["type"] == "queue.updated" and e["queue"] == "whatsapp")
         assert set(queue) == {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from convodesk.services.live import Audience, LiveEvent, LocalBus
+from convodesk.services.live import Audience, Delivery, LiveEvent, LocalBus
 
 MESSAGE = LiveEvent(type="message.created", data={"conversation_id": 1}, queues=("support",))
 OFFER = LiveEvent(type="offer.created", data={"offer": {"id": 7}}, agents=("anna",))
@@ -90,3 +90,71 @@ def test_async_reader_times_out_and_ends_with_the_bus() -> None:
 
     assert asyncio.run(main()) == (None, None)
     assert sub.closed
+
+
+def test_an_agent_hears_its_queue_and_its_own_events_in_order() -> None:
+    bus = LocalBus()
+    anna = bus.subscribe(Audience(admin=False, agent="anna", queues=frozenset({"support"})))
+    bob = bus.subscribe(Audience(admin=False, agent="bob", queues=frozenset({"support"})))
+    sales = LiveEvent(type="conversation.updated", data={"n": 2}, queues=("sales",))
+    transferred = LiveEvent(
+        type="conversation.updated", data={"n": 3}, queues=("sales",), agents=("anna",)
+    )
+    bus.publish([MESSAGE, sales, transferred, OFFER, MESSAGE])
+
+    def drain(sub: object) -> list[str]:
+        found = []
+        while (d := sub.get(0)) is not None:  # type: ignore[attr-defined]
+            found.append(f"{d.event.type}:{d.id}")
+        return found
+
+    assert drain(anna) == [
+        "message.created:1",
+        "conversation.updated:3",
+        "offer.created:4",
+        "message.created:5",
+    ]
+    assert drain(bob) == ["message.created:1", "message.created:5"]
+
+
+def test_next_all_takes_everything_waiting_and_json_is_made_once() -> None:
+    bus = LocalBus()
+    first = bus.subscribe(Audience(admin=True))
+    second = bus.subscribe(Audience(admin=True))
+    bus.publish([MESSAGE, OFFER])
+    bus.publish([PRESENCE])
+
+    async def main() -> tuple[list[Delivery], list[Delivery]]:
+        return await first.next_all(5), await second.next_all(5)
+
+    taken, other = asyncio.run(main())
+    assert [d.event.type for d in taken] == ["message.created", "offer.created", "presence.updated"]
+    assert taken[0].payload_json == '{"type":"message.created","conversation_id":1}'
+    assert other[0] is taken[0]  # the same delivery: its JSON is made once for both streams
+    assert first.get(0) is None
+
+
+def test_one_publish_from_another_thread_wakes_every_waiting_reader() -> None:
+    bus = LocalBus()
+    subs = [bus.subscribe(Audience(admin=False, queues=frozenset({"support"}))) for _ in range(50)]
+
+    async def main() -> list[int]:
+        readers = [asyncio.ensure_future(sub.next_all(5)) for sub in subs]
+        await asyncio.sleep(0.01)
+        threading.Thread(target=bus.publish, args=([MESSAGE, MESSAGE],)).start()
+        return [len(taken) for taken in await asyncio.gather(*readers)]
+
+    assert asyncio.run(main()) == [2] * 50
+
+
+def test_next_all_returns_nothing_on_timeout_and_at_the_end() -> None:
+    bus = LocalBus()
+    sub = bus.subscribe(Audience(admin=True), maxsize=1)
+
+    async def main() -> tuple[object, object]:
+        timed_out = await sub.next_all(0.01)
+        bus.publish([MESSAGE, MESSAGE])  # over maxsize: cut off
+        return timed_out, await sub.next_all(5)
+
+    assert asyncio.run(main()) == ([], [])
+    assert sub.overflowed

@@ -15,7 +15,6 @@ it shows (``Last-Event-ID`` is not replayed).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
@@ -24,9 +23,9 @@ from fastapi.responses import StreamingResponse
 
 from convodesk.runtime import Runtime
 from convodesk.services import conversations
-from convodesk.services.live import Audience, Delivery, Subscription
+from convodesk.services.live import Audience, Subscription
 from convodesk.storage.api_tokens import Principal
-from convodesk.storage.db import transaction
+from convodesk.storage.db import read_transaction
 from convodesk.web.auth import PrincipalDep, RuntimeDep
 
 router = APIRouter(prefix="/api/v1", tags=["chat"])
@@ -37,7 +36,7 @@ RETRY_MILLISECONDS = 3000
 def audience_of(runtime: Runtime, principal: Principal) -> Audience:
     if principal.is_admin:
         return Audience(admin=True, agent=principal.agent_login)
-    with transaction(runtime.sessions) as session:
+    with read_transaction(runtime.sessions) as session:
         queues = conversations.visible_queues(session, principal) or set()
     return Audience(admin=False, agent=principal.agent_login, queues=frozenset(queues))
 
@@ -69,13 +68,20 @@ async def _events(
     heartbeat: float,
     stopping: asyncio.Event | None,
 ) -> AsyncIterator[str]:
+    # The process stopping ends the subscription, which ends the wait below: one waiter
+    # for the stream's life, not one per wake-up (a busy queue wakes every stream often).
+    stopper = None
+    if stopping is not None:
+        stopper = asyncio.ensure_future(stopping.wait())
+        stopper.add_done_callback(lambda _: subscription.end())
     try:
         yield f"retry: {RETRY_MILLISECONDS}\n: connected\n\n"
         while stopping is None or not stopping.is_set():
-            delivery = await _next(subscription, heartbeat, stopping)
-            if delivery is not None:
-                data = json.dumps(delivery.event.payload(), separators=(",", ":"))
-                yield f"id: {delivery.id}\ndata: {data}\n\n"
+            deliveries = await subscription.next_all(heartbeat)
+            if deliveries:
+                # Everything waiting in one write; each event's JSON is made once for all
+                # the streams that send it (`Delivery.payload_json`).
+                yield "".join(f"id: {d.id}\ndata: {d.payload_json}\n\n" for d in deliveries)
                 continue
             if subscription.overflowed:
                 yield 'data: {"type":"stream.overflow"}\n\n'
@@ -87,22 +93,6 @@ async def _events(
                 audience = await run_in_threadpool(audience_of, runtime, principal)
                 subscription.set_audience(audience)
     finally:
+        if stopper is not None:
+            stopper.cancel()
         subscription.close()
-
-
-async def _next(
-    subscription: Subscription, wait_seconds: float, stopping: asyncio.Event | None
-) -> Delivery | None:
-    """The next delivery, or None (timeout, the end of the subscription, or stopping)."""
-    if stopping is None:
-        return await subscription.next(wait_seconds)
-    getter = asyncio.ensure_future(subscription.next(wait_seconds))
-    stopper = asyncio.ensure_future(stopping.wait())
-    try:
-        done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopper.cancel()
-    if getter in done:
-        return getter.result()
-    getter.cancel()
-    return None
