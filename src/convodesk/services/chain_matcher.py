@@ -56,7 +56,7 @@ class Outcome:
     state: str  # done | unrouted | failed
     reason: str | None = None
     conversation_id: int | None = None
-    opened: bool = False
+    opened: bool = False  # the message opened a new conversation or reopened a closed one
 
 
 def open_key(service: str, app_id: str, channel: str, identity: str) -> str:
@@ -197,7 +197,7 @@ def _conversation_for(
             setattr(recent, name, value)
         recent.preferred_agent = recent.assigned_agent
         recent.assigned_agent = None
-        return _claim(session, recent, key), False
+        return _claim(session, recent, key), True
     queue = directory.queue_for(app_id, message.channel)
     if queue is None:
         return None, False
@@ -335,6 +335,7 @@ def thread_inbound_run(
         conversation_id = open_ids.get(p.key)
         if conversation_id is None and p.key in closed:
             conversation_id = _reopen(session, conn, closed.pop(p.key), p.key, now)
+            opened = True
         if conversation_id is None:
             queue = directory.queue_for(p.app_id, message.channel)
             if queue is None:

@@ -4,7 +4,7 @@ subscribers with an agent's or an admin's audience."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,29 @@ def test_a_new_conversation_reaches_its_queue_and_its_messages_its_agent(
     assert [e["type"] for e in events] == ["conversation.updated", "message.created"]
     assert events[0]["conversation"]["assigned_agent"] == "x"
     assert drain(other) == []  # same queue, not its conversation: nothing
+
+
+def test_a_reopened_conversation_reaches_its_queue_again(
+    runtime: Runtime, served: tuple[TestClient, FastAPI]
+) -> None:
+    client, app = served
+    assert post_sinch_fixture(client, "message_inbound__text").status_code == 200
+    process(app)
+    with transaction(runtime.sessions) as session:  # served by x, then ended
+        for row in session.query(ConversationRow):
+            row.status, row.assigned_agent, row.open_key = "closed", "x", None
+            row.closed_at = datetime.now(UTC)
+    queue = agent_of(runtime, "whatsapp", login="y")
+
+    def later(data: dict[str, Any]) -> None:
+        data["message"]["id"] = "01J0LATERMESSAGE00000000000"
+
+    assert post_sinch_fixture(client, "message_inbound__text", change=later).status_code == 200
+    process(app)
+    [reopened] = drain(queue)  # the queue hears it waits again; not what was written
+    assert reopened["type"] == "conversation.updated"
+    assert reopened["conversation"]["status"] == "waiting"
+    assert reopened["conversation"]["reopen_count"] == 1
 
 
 def test_typing_and_its_end(runtime: Runtime, served: tuple[TestClient, FastAPI]) -> None:
