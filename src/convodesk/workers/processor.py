@@ -27,12 +27,15 @@ progress. On SQLite one processing transaction runs at a time (``BEGIN IMMEDIATE
 
 After each commit: the live events of the batch are published (new messages, receipts,
 typing; `chat_events.after_processing`), and `on_threaded` (the router's wake-up) is called
-when inbound messages were threaded, so a new or reopened conversation is routed at once.
+when a message opened or reopened a conversation, so that it is routed at once. (A message
+to a conversation already open gives the router nothing to do before its next periodic
+pass: inactivity is counted from the stored times.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -60,6 +63,12 @@ DEFERRED_RETRY_SECONDS = 0.05
 # batch back, to be tried again; after this many in a row for one event it is marked failed,
 # so an error that only looks transient cannot hold the processor up for ever.
 MAX_TRANSIENT_FAILURES = 5
+# Costs paid per pass rather than per event, so at a few callbacks a second (a batch for
+# each) they were most of the processor's CPU (docs/benchmarks.md, "Agent desktops"): the
+# sweep of parked receipts (a write transaction; a parked receipt waits at most this much
+# longer) and the count of pending events behind the `convodesk_events_pending` gauge.
+SWEEP_INTERVAL_SECONDS = 0.25
+PENDING_GAUGE_SECONDS = 1.0
 
 
 class Processor:
@@ -82,17 +91,22 @@ class Processor:
         self._threaded = False
         self.deferred = 0  # events the last batch left pending to keep the order
         self._transient_failures: dict[int, int] = {}  # event id -> transient errors in a row
+        self._next_pending_count = 0.0  # time.monotonic() of the next pending-events count
 
     def wake(self) -> None:
         """Called on the event loop when a callback was accepted."""
         self._wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        next_sweep = 0.0
         while not stop.is_set():
             self._wakeup.clear()
             try:
                 done = await asyncio.to_thread(self.process_batch)
-                await asyncio.to_thread(self.sweep)
+                if loop.time() >= next_sweep:
+                    next_sweep = loop.time() + SWEEP_INTERVAL_SECONDS
+                    await asyncio.to_thread(self.sweep)
             except Exception as exc:  # the database is away: try again shortly
                 log.warning("processor pass failed", error=f"{type(exc).__name__}: {exc}")
                 done = 0
@@ -177,12 +191,13 @@ class Processor:
                         opened=outcome.opened,
                     )
                 )
-            if self._metrics is not None:
+            if self._metrics is not None and time.monotonic() >= self._next_pending_count:
+                self._next_pending_count = time.monotonic() + PENDING_GAUGE_SECONDS
                 remaining = session.scalar(
                     select(func.count()).select_from(EventRow).where(EventRow.state == "pending")
                 )
                 self._metrics.pending_events.set(max(0, (remaining or 0) - len(events)))
-        if any(p.trigger == "MESSAGE_INBOUND" and p.new_message for p in processed):
+        if any(p.opened for p in processed):  # routing has a conversation to admit
             self._threaded = True
         self._publish(processed, now)
         return len(events)
