@@ -18,7 +18,7 @@ from collections import Counter
 from sqlalchemy import select
 
 from convodesk.domain import delivery
-from convodesk.storage.db import transaction
+from convodesk.storage.db import read_transaction, transaction
 from convodesk.storage.tables import DeliveryReportRow, EventRow, MessageRow
 from tests.integration.outbound import test_replies_e2e as e2e
 from tests.support.apps import APP_EU
@@ -27,6 +27,9 @@ stack = e2e.stack  # the app with its workers on a real socket, the emulator, an
 
 CUSTOMERS = [f"4670100{n:04d}" for n in range(4)]
 REPLIES_EACH = 25
+
+
+NAMES = {delivery.rank(s): s for s in delivery.ORDER}
 
 
 class Watcher(threading.Thread):
@@ -38,23 +41,33 @@ class Watcher(threading.Thread):
         self.seen: dict[int, int] = {}
         self.regressions: list[tuple[int, str, str]] = []
         self.reads = 0
+        self.error: BaseException | None = None
         self.stop = threading.Event()
 
     def run(self) -> None:
-        names = {rank: status for status, rank in ((s, delivery.rank(s)) for s in delivery.ORDER)}
-        while not self.stop.is_set():
-            with transaction(self.stack.runtime.sessions) as session:
-                query = select(MessageRow.id, MessageRow.status).where(MessageRow.id.in_(self.ids))
-                rows = session.execute(query).all()
-            for message_id, status in rows:
-                rank = delivery.rank(status)
-                assert rank is not None, f"message {message_id} has status {status!r}"
-                before = self.seen.get(message_id, -1)
-                if rank < before:
-                    self.regressions.append((message_id, names[before], status))
-                self.seen[message_id] = max(before, rank)
-            self.reads += 1
-            self.stop.wait(0.01)
+        try:
+            while not self.stop.is_set():
+                self.read()
+                self.stop.wait(0.01)
+            self.read()  # once more after the run: the replies added since the last read
+        except BaseException as exc:  # shown by the test, not lost with the thread
+            self.error = exc
+            raise
+
+    def read(self) -> None:
+        # A reader's transaction (on SQLite a deferred BEGIN): it never waits for the
+        # workers' write lock, so it keeps reading throughout the run.
+        with read_transaction(self.stack.runtime.sessions) as session:
+            query = select(MessageRow.id, MessageRow.status).where(MessageRow.id.in_(self.ids))
+            rows = session.execute(query).all()
+        for message_id, status in rows:
+            rank = delivery.rank(status)
+            assert rank is not None, f"message {message_id} has status {status!r}"
+            before = self.seen.get(message_id, -1)
+            if rank < before:
+                self.regressions.append((message_id, NAMES[before], status))
+            self.seen[message_id] = max(before, rank)
+        self.reads += 1
 
 
 def test_duplicated_and_shuffled_receipts_never_move_a_status_back(stack: e2e.Stack) -> None:
@@ -80,6 +93,7 @@ def test_duplicated_and_shuffled_receipts_never_move_a_status_back(stack: e2e.St
         watcher.stop.set()
         watcher.join()
 
+    assert watcher.error is None, watcher.error
     assert watcher.regressions == []
     assert set(statuses(stack, ids).values()) == {"READ"}
     assert watcher.reads > 10  # it really watched the run, not just its end

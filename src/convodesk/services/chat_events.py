@@ -212,8 +212,8 @@ def after_processing(
 ) -> list[LiveEvent]:
     """The live events of a processor batch, read after its commit: each new inbound
     message (``message.created`` and its conversation's ``conversation.updated``, to the
-    queue when the message opened the conversation), each
-    receipt (``message.status``), each typing signal (``typing``)."""
+    queue too when the message opened or reopened the conversation), each receipt
+    (``message.status``), each typing signal (``typing``)."""
     done = [p for p in processed if p.state == "done" and p.conversation_id is not None]
     inbound = [p.event_id for p in done if p.trigger == "MESSAGE_INBOUND" and p.new_message]
     opened = {p.conversation_id for p in done if p.trigger == "MESSAGE_INBOUND" and p.opened}
