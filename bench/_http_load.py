@@ -97,9 +97,14 @@ class ClosedLoopResult:
 
 
 async def closed_loop(
-    host: str, port: int, requests: Sequence[bytes], connections: int
+    host: str, port: int | Sequence[int], requests: Sequence[bytes], connections: int
 ) -> ClosedLoopResult:
-    """Send every request once over ``connections`` keep-alive connections; time the lot."""
+    """Send every request once over ``connections`` keep-alive connections; time the lot.
+
+    Several ports (servers): connection *i* goes to ``ports[i % len(ports)]``; as every
+    connection takes the next unsent request when its answer arrives, a faster server gets
+    more of them (as behind a balancer that sends each request to a free connection)."""
+    ports = [port] if isinstance(port, int) else list(port)
     if not requests:
         raise ValueError("no requests to send")
     statuses: dict[int, int] = {}
@@ -121,7 +126,7 @@ async def closed_loop(
             state["next"] = n + 1
             client.send(requests[n])
 
-    clients = [await _open(host, port, on_answer) for _ in range(connections)]
+    clients = [await _open(host, ports[i % len(ports)], on_answer) for i in range(connections)]
     try:
         started = time.perf_counter()
         for client in clients:
@@ -142,6 +147,7 @@ class PacedResult:
     statuses: dict[int, int]
     seconds: float
     connections: int
+    started: float  # time.monotonic() of request 0's due time
 
     @property
     def achieved_rate(self) -> float:
@@ -151,7 +157,8 @@ class PacedResult:
 async def paced(
     host: str, port: int, requests: Sequence[bytes], rate: float, *, connections: int = 16
 ) -> PacedResult:
-    """Open-loop load: request ``i`` is due at ``start + i / rate``."""
+    """Open-loop load: request ``i`` is due at ``start + i / rate`` (``started``, on the
+    system-wide monotonic clock, so that another process can time against the due times)."""
     if not requests:
         raise ValueError("no requests to send")
     loop = asyncio.get_running_loop()
@@ -164,7 +171,7 @@ async def paced(
     total = len(requests)
 
     def on_answer(client: _Client, status: int) -> None:
-        latencies.append(time.perf_counter() - due_of.pop(client))
+        latencies.append(time.monotonic() - due_of.pop(client))
         statuses[status] = statuses.get(status, 0) + 1
         idle.append(client)
         if len(latencies) == total and not done.done():
@@ -173,11 +180,11 @@ async def paced(
     clients = [await _open(host, port, on_answer) for _ in range(connections)]
     idle.extend(clients)
     interval = 1.0 / rate
-    started = time.perf_counter()
+    started = time.monotonic()
     try:
         n = 0
         while n < total:
-            now = time.perf_counter()
+            now = time.monotonic()
             due = started + n * interval
             if due > now:
                 await asyncio.sleep(due - now)
@@ -187,19 +194,19 @@ async def paced(
                     client = await _open(host, port, on_answer)
                     clients.append(client)
                     idle.append(client)
-                    now = time.perf_counter()
+                    now = time.monotonic()
                 client = idle.pop()
                 due = started + n * interval
                 due_of[client] = due
-                lags.append(time.perf_counter() - due)
+                lags.append(time.monotonic() - due)
                 client.send(requests[n])
                 n += 1
         await _until(done, clients)
-        elapsed = time.perf_counter() - started
+        elapsed = time.monotonic() - started
     finally:
         for client in clients:
             client.close()
-    return PacedResult(rate, latencies, lags, statuses, elapsed, len(clients))
+    return PacedResult(rate, latencies, lags, statuses, elapsed, len(clients), started)
 
 
 async def _until(done: asyncio.Future[None], clients: list[_Client]) -> None:

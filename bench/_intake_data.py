@@ -159,12 +159,20 @@ def store_pending_events(
 ) -> None:
     """`count` accepted MESSAGE_INBOUND events, pending for the Chain Matcher, inserted as
     the intake would have stored them."""
+    numbers = [first_identity + n % identities for n in range(count)]
+    store_pending_messages(database_url, data_dir, numbers)
+
+
+def store_pending_messages(database_url: str, data_dir: Path, customers: list[int]) -> None:
+    """One accepted MESSAGE_INBOUND event per entry, from customer ``4670`` + the number
+    (7 digits), in this order, pending for the Chain Matcher; earlier pending events (the
+    intake runs' leftovers) are set aside, so the processor's work is exactly these."""
     template = FIXTURE.read_bytes().strip()
     now = datetime.now(UTC)
     rows = []
-    for n in range(count):
+    for number in customers:
         message_id = new_ulid()
-        identity = f"4670{first_identity + n % identities:07d}"
+        identity = f"4670{number:07d}"
         body = template.replace(FIXTURE_MESSAGE_ID, message_id.encode()).replace(
             FIXTURE_IDENTITY, identity.encode()
         )
@@ -186,9 +194,7 @@ def store_pending_events(
     rt = runtime(database_url, data_dir)
     try:
         with rt.engine.begin() as conn:
-            conn.execute(
-                text("UPDATE events SET state = 'none' WHERE state = 'pending'")
-            )  # leftovers of the intake runs are not this run's work
+            conn.execute(text("UPDATE events SET state = 'none' WHERE state = 'pending'"))
             conn.execute(insert(cast(Table, EventRow.__table__)), rows)
     finally:
         rt.close()

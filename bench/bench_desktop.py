@@ -322,61 +322,6 @@ def _requests(run: int, count: int, port: int, active: int) -> tuple[list[bytes]
 
 
 @dataclass
-class _Sent:
-    started: float  # monotonic; message i was due at started + i / rate
-    rate: float
-    count: int
-    lags: list[float]
-    statuses: dict[int, int]
-    seconds: float
-
-
-async def _send(port: int, requests: list[bytes], rate: float) -> _Sent:
-    """Open-loop load like `_http_load.paced`, keeping the start time (the due times)."""
-    loop = asyncio.get_running_loop()
-    statuses: dict[int, int] = {}
-    lags: list[float] = []
-    idle: list[_http_load._Client] = []
-    done = loop.create_future()
-    answered = [0]
-    total = len(requests)
-
-    def on_answer(client: _http_load._Client, status: int) -> None:
-        statuses[status] = statuses.get(status, 0) + 1
-        idle.append(client)
-        answered[0] += 1
-        if answered[0] == total and not done.done():
-            done.set_result(None)
-
-    clients = [await _http_load._open("127.0.0.1", port, on_answer) for _ in range(16)]
-    idle.extend(clients)
-    interval = 1.0 / rate
-    started = time.monotonic()
-    try:
-        n = 0
-        while n < total:
-            now = time.monotonic()
-            due = started + n * interval
-            if due > now:
-                await asyncio.sleep(due - now)
-                continue
-            while n < total and started + n * interval <= now:
-                if not idle:
-                    client = await _http_load._open("127.0.0.1", port, on_answer)
-                    clients.append(client)
-                    idle.append(client)
-                lags.append(time.monotonic() - (started + n * interval))
-                idle.pop().send(requests[n])
-                n += 1
-        await _http_load._until(done, clients)
-        elapsed = time.monotonic() - started
-    finally:
-        for client in clients:
-            client.close()
-    return _Sent(started, rate, total, lags, statuses, elapsed)
-
-
-@dataclass
 class _Run:
     rate: float
     agents: int
@@ -403,7 +348,7 @@ def _load_run(
     count = int(rate * seconds)
     requests, expected = _requests(run, count, port, readers.streams * CHATS_PER_AGENT)
     cpu0, readers0, own0 = _cpu_seconds(pid), readers.cpu_seconds(), time.process_time()
-    sent = asyncio.run(_send(port, requests, rate))
+    sent = asyncio.run(_http_load.paced("127.0.0.1", port, requests, rate))
     server_cpu = (_cpu_seconds(pid) - cpu0) / sent.seconds
     readers_cpu = (readers.cpu_seconds() - readers0) / sent.seconds
     sender_cpu = (time.process_time() - own0) / sent.seconds
@@ -428,7 +373,7 @@ def _load_run(
         max_ms=max(latencies) * 1000,
         expected=expected,
         heard=len(latencies),
-        send_lag_p99_ms=_http_load.percentile(sent.lags, 0.99) * 1000,
+        send_lag_p99_ms=_http_load.percentile(sent.send_lags, 0.99) * 1000,
         non_200=non_200,
         server_cpu=server_cpu,
         readers_cpu=readers_cpu,

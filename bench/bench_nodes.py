@@ -10,16 +10,16 @@ cores went.
 **Intake** (callbacks/s): every server runs in its own process (`bench._intake_server`,
 ``create_app`` as ``convodesk serve`` builds it, without the background workers, as
 `bench_intake` measures it). The "load split" is the load generator's: `CONNECTIONS`
-keep-alive connections for each node (connection *i* goes to node *i* mod *n*), each
-sending its next request when its previous answer arrived, every request signed before the
-timed part (closed loop, `_closed_loop_split`). No proxy: a proxy process would take CPU
-from the nodes on a 2-core machine. Each node gets as many connections as the single node
-does, so each sees the same concurrency: the intake commits the callbacks waiting at once
-together (`EventWriter`), and 32 connections split over two nodes would halve each node's
-batches and add about 12 % CPU per callback (measured while writing this benchmark), which
-is a property of the load, not of a second node. Pairs measured alternately, `REPETITIONS`
-times (which of the pair goes first alternates too); the ratio is the median of the
-per-repetition ratios:
+keep-alive connections for each node (connection *i* goes to node *i* mod *n*), each sending
+its next request when its previous answer arrived, every request signed before the timed
+part (closed loop, `_http_load.closed_loop` over the nodes' ports). No proxy: a proxy
+process would take CPU from the nodes on a 2-core machine. Each node gets as many
+connections as the single node does, so each sees the same concurrency: the intake commits
+the callbacks waiting at once together (`EventWriter`), and 32 connections split over two
+nodes would halve each node's batches and add about 12 % CPU per callback (measured while
+writing this benchmark), which is a property of the load, not of a second node. Pairs
+measured alternately, `REPETITIONS` times (which of the pair goes first alternates too); the
+ratio is the median of the per-repetition ratios:
 
 1. a bare Starlette endpoint, one process against two: what this machine gives a second
    Python web process at all (the ceiling for the others);
@@ -53,16 +53,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import IO, Any, cast
 
-from sqlalchemy import Table, func, insert, make_url, select, text
+from sqlalchemy import func, make_url, select
 
 from bench import _http_load, _intake_data
 from bench.bench_intake import _servers
-from convodesk.sinch.ids import new_ulid
 from convodesk.storage.tables import ConversationRow, EventRow
 
 REPETITIONS = 5
@@ -247,48 +245,6 @@ def _usage_note(usages: Sequence[_Usage], rates: Sequence[float], item: str) -> 
 # --------------------------------------------------------------------------- load
 
 
-async def _closed_loop_split(
-    ports: Sequence[int], requests: Sequence[bytes], connections: int
-) -> _http_load.ClosedLoopResult:
-    """`_http_load.closed_loop` over several servers: connection *i* goes to
-    ``ports[i % len(ports)]``; every connection takes the next unsent request as soon as its
-    previous answer arrives, so a faster node gets more of them (as behind a balancer that
-    sends each request to a free connection)."""
-    statuses: dict[int, int] = {}
-    done = asyncio.get_running_loop().create_future()
-    state = {"next": 0, "answered": 0}
-
-    def on_answer(client: Any, status: int) -> None:
-        statuses[status] = statuses.get(status, 0) + 1
-        state["answered"] += 1
-        if state["answered"] == len(requests):
-            if not done.done():
-                done.set_result(None)
-            return
-        send_next(client)
-
-    def send_next(client: Any) -> None:
-        n = state["next"]
-        if n < len(requests):
-            state["next"] = n + 1
-            client.send(requests[n])
-
-    clients = [
-        await _http_load._open("127.0.0.1", ports[i % len(ports)], on_answer)
-        for i in range(connections)
-    ]
-    try:
-        started = time.perf_counter()
-        for client in clients:
-            send_next(client)
-        await _http_load._until(done, clients)
-        elapsed = time.perf_counter() - started
-    finally:
-        for client in clients:
-            client.close()
-    return _http_load.ClosedLoopResult(len(requests), elapsed, statuses)
-
-
 @dataclass
 class _Pair:
     """Rates of one setup against another, measured alternately."""
@@ -328,7 +284,7 @@ async def _intake_pair(
                 INTAKE_REQUESTS * count, requests_port, identities=IDENTITIES
             )
             probe.start()
-            run = await _closed_loop_split(targets, requests, CONNECTIONS * count)
+            run = await _http_load.closed_loop("127.0.0.1", targets, requests, CONNECTIONS * count)
             measured[count] = (run, probe.stop())
         if not repeats.again([usage for _, usage in measured.values()]):
             break
@@ -400,41 +356,7 @@ def _store_events(database_url: str, data_dir: Path, first_identity: int, seed: 
     """`EVENTS` pending MESSAGE_INBOUND events, ten per customer, customers shuffled."""
     identities = [first_identity + n % IDENTITIES for n in range(EVENTS)]
     random.Random(seed).shuffle(identities)
-    _insert_events(database_url, data_dir, identities)
-
-
-def _insert_events(database_url: str, data_dir: Path, identities: list[int]) -> None:
-    template = _intake_data.FIXTURE.read_bytes().strip()
-    now = datetime.now(UTC)
-    rows = []
-    for number in identities:
-        message_id = new_ulid()
-        identity = f"4670{number:07d}"
-        body = template.replace(_intake_data.FIXTURE_MESSAGE_ID, message_id.encode()).replace(
-            _intake_data.FIXTURE_IDENTITY, identity.encode()
-        )
-        rows.append(
-            {
-                "received_at": now,
-                "service": _intake_data.SERVICE,
-                "trigger": "MESSAGE_INBOUND",
-                "app_id": _intake_data.APP_ID,
-                "channel": "WHATSAPP",
-                "identity": identity,
-                "outcome": "accepted",
-                "reason": None,
-                "dedup_key": f"message:{message_id}",
-                "body": body,
-                "state": "pending",
-            }
-        )
-    rt = _intake_data.runtime(database_url, data_dir)
-    try:
-        with rt.engine.begin() as conn:
-            conn.execute(text("UPDATE events SET state = 'none' WHERE state = 'pending'"))
-            conn.execute(insert(cast(Table, EventRow.__table__)), rows)
-    finally:
-        rt.close()
+    _intake_data.store_pending_messages(database_url, data_dir, identities)
 
 
 class _Node:
@@ -504,7 +426,7 @@ class _Threading:
 
     def warm_up(self) -> None:
         identities = [5_000_000 + n % 100 for n in range(WARMUP_EVENTS)]
-        _insert_events(self.url, self.data_dir, identities)
+        _intake_data.store_pending_messages(self.url, self.data_dir, identities)
         for node in self.nodes:
             node.go()
         for node in self.nodes:

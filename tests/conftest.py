@@ -40,6 +40,16 @@ def database_url(
 
 
 @pytest.fixture
+def postgres_url(postgres_server: PostgresServer | None) -> Iterator[str]:
+    """A migrated, empty PostgreSQL database, for tests that are about PostgreSQL alone."""
+    require(postgres_server is not None, f"PostgreSQL tests need {POSTGRES_ENV}")
+    assert postgres_server is not None
+    url = postgres_server.new_database()
+    yield url
+    postgres_server.drop(url)
+
+
+@pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     eng = db.create_db_engine(database_url)
     yield eng

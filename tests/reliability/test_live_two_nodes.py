@@ -21,20 +21,10 @@ from convodesk.sinch.signature import sign_headers
 from tests.integration.test_cli import free_port
 from tests.reliability.test_intake_crash import Node
 from tests.support.apps import TEST_SECRET_KEY, make_runtime, make_token
-from tests.support.databases import POSTGRES_ENV, PostgresServer, require
 from tests.support.factories import inbound_body, sinch_id
 from tests.support.intake import WEBHOOK_SECRET, intake_config
 
 ARRIVAL_SECONDS = 5.0
-
-
-@pytest.fixture
-def postgres_url(postgres_server: PostgresServer | None) -> Iterator[str]:
-    require(postgres_server is not None, f"PostgreSQL tests need {POSTGRES_ENV}")
-    assert postgres_server is not None
-    url = postgres_server.new_database()
-    yield url
-    postgres_server.drop(url)
 
 
 @pytest.fixture

@@ -30,8 +30,8 @@ from convodesk.storage.db import transaction
 
 log = logs.get_logger("convodesk.router")
 TIMER_SECONDS = 1.0
-# Passes start at least this far apart: under a flood of new messages every processor batch
-# wakes the router, and back-to-back passes would compete with the intake for the database
+# Passes start at least this far apart: under a flood of new conversations every processor
+# batch wakes the router, and back-to-back passes would compete with the intake for the database
 # and for the process's one core (a pass reads every agent's presence and the queues'
 # counts: with 200 agents at 100 messages/s, 20 passes a second took a third of a core;
 # docs/benchmarks.md, desktop). An offer or a queue count on a desktop comes up to this

@@ -28,21 +28,11 @@ from convodesk.services.live_pg import (
 from convodesk.web.app import create_app
 from convodesk.web.serving import serve_in_thread
 from tests.support.apps import make_runtime, make_token
-from tests.support.databases import POSTGRES_ENV, PostgresServer, require
 from tests.support.intake import configured_runtime, intake_config
 
 MESSAGE = LiveEvent(type="message.created", data={"conversation_id": 1}, queues=("support",))
 OFFER = LiveEvent(type="offer.created", data={"offer": {"id": 7}}, agents=("carl",))
 ANNA = Audience(admin=False, agent="anna", queues=frozenset({"support"}))
-
-
-@pytest.fixture
-def postgres_url(postgres_server: PostgresServer | None) -> Iterator[str]:
-    require(postgres_server is not None, f"PostgreSQL tests need {POSTGRES_ENV}")
-    assert postgres_server is not None
-    url = postgres_server.new_database()
-    yield url
-    postgres_server.drop(url)
 
 
 @pytest.fixture

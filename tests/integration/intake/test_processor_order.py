@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,18 +20,8 @@ from convodesk.services.directory import DirectoryCache
 from convodesk.storage.db import transaction
 from convodesk.storage.tables import ConversationRow, EventRow, MessageRow
 from convodesk.workers.processor import Processor
-from tests.support.databases import POSTGRES_ENV, PostgresServer, require
 from tests.support.factories import inbound_body, make_event
 from tests.support.intake import configured_runtime
-
-
-@pytest.fixture
-def postgres_url(postgres_server: PostgresServer | None) -> Iterator[str]:
-    require(postgres_server is not None, f"PostgreSQL tests need {POSTGRES_ENV}")
-    assert postgres_server is not None
-    url = postgres_server.new_database()
-    yield url
-    postgres_server.drop(url)
 
 
 def store(runtime: Runtime, messages: list[tuple[str, str]]) -> None:
