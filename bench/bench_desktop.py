@@ -192,10 +192,29 @@ def _memory_mb(pid: int) -> tuple[float, float]:
     return found["VmRSS"], found["VmHWM"]
 
 
+@dataclass(frozen=True)
+class _Server:
+    pids: list[int]  # serve's, then its intake process's if any
+    port: int  # the desktops' (and the callbacks' unless there is an intake process)
+    callback_port: int
+
+    def cpu_seconds(self) -> float:
+        return sum(_cpu_seconds(pid) for pid in self.pids)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 @contextlib.contextmanager
-def _server(database_url: str, data_dir: Path, log: Path) -> Iterator[tuple[int, int]]:
-    """`convodesk serve` on a free port (its `run_server`); yields (pid, port)."""
+def _server(
+    database_url: str, data_dir: Path, log: Path, *, intake_process: bool = False
+) -> Iterator[_Server]:
+    """`convodesk serve` on a free port (its `run_server`), with `--intake-port` when
+    `intake_process`; yields its pids and ports."""
     port = _free_port()
+    intake_port = _free_port() if intake_process else None
     code = (
         "from convodesk.domain.config_model import SystemConfig\n"
         "from convodesk.runtime import open_runtime\n"
@@ -203,7 +222,7 @@ def _server(database_url: str, data_dir: Path, log: Path) -> Iterator[tuple[int,
         f"config = SystemConfig(database_url={database_url!r}, data_dir={str(data_dir)!r})\n"
         f"runtime = open_runtime(config, upgrade=False, environ={{'CONVODESK_SECRET_KEY': "
         f"{SECRET_KEY!r}}})\n"
-        f"run_server(runtime, host='127.0.0.1', port={port})\n"
+        f"run_server(runtime, host='127.0.0.1', port={port}, intake_port={intake_port})\n"
     )
     with log.open("ab") as out:
         process = subprocess.Popen(
@@ -214,13 +233,16 @@ def _server(database_url: str, data_dir: Path, log: Path) -> Iterator[tuple[int,
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"the server exited during start-up; see {log}")
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
+            if all(_listening(p) for p in (port, intake_port) if p is not None):
+                break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not start in time; see {log}")
             time.sleep(0.05)
-        yield process.pid, port
+        pids = [process.pid]
+        if intake_port is not None:  # the intake process: serve's child (started by a thread)
+            for task in Path(f"/proc/{process.pid}/task").iterdir():
+                pids += [int(child) for child in (task / "children").read_text().split()]
+        yield _Server(pids=pids, port=port, callback_port=intake_port or port)
     finally:
         process.terminate()
         try:
@@ -342,14 +364,13 @@ class _Run:
     latencies: list[float] = field(default_factory=list, repr=False)
 
 
-def _load_run(
-    run: int, rate: float, seconds: float, port: int, pid: int, readers: _Readers
-) -> _Run:
+def _load_run(run: int, rate: float, seconds: float, server: _Server, readers: _Readers) -> _Run:
     count = int(rate * seconds)
+    port = server.callback_port
     requests, expected = _requests(run, count, port, readers.streams * CHATS_PER_AGENT)
-    cpu0, readers0, own0 = _cpu_seconds(pid), readers.cpu_seconds(), time.process_time()
+    cpu0, readers0, own0 = server.cpu_seconds(), readers.cpu_seconds(), time.process_time()
     sent = asyncio.run(_http_load.paced("127.0.0.1", port, requests, rate))
-    server_cpu = (_cpu_seconds(pid) - cpu0) / sent.seconds
+    server_cpu = (server.cpu_seconds() - cpu0) / sent.seconds
     readers_cpu = (readers.cpu_seconds() - readers0) / sent.seconds
     sender_cpu = (time.process_time() - own0) / sent.seconds
     readers.wait(expected, DELIVERY_WAIT_SECONDS)
@@ -434,30 +455,36 @@ def _latency_rows(label: str, runs: list[_Run], hwm: float) -> list[dict[str, An
     ]
 
 
-def _latency_scenario(label: str, database_url: str, tmp: Path) -> list[dict[str, Any]]:
+def _latency_scenario(
+    label: str, database_url: str, tmp: Path, *, intake_process: bool = False
+) -> list[dict[str, Any]]:
     tokens = _prepare(database_url, tmp, AGENTS)
-    with _server(database_url, tmp, tmp / f"server-{label}.log") as (pid, port):
-        readers = _Readers(port, tokens, tmp)
+    log = tmp / f"server-{label}{'-intake' if intake_process else ''}.log"
+    with _server(database_url, tmp, log, intake_process=intake_process) as server:
+        readers = _Readers(server.port, tokens, tmp)
         try:
-            _load_run(0, RATE, WARMUP_SECONDS, port, pid, readers)
+            _load_run(0, RATE, WARMUP_SECONDS, server, readers)
             runs = [
-                _load_run(run, RATE, RUN_SECONDS, port, pid, readers)
+                _load_run(run, RATE, RUN_SECONDS, server, readers)
                 for run in range(1, REPETITIONS + 1)
             ]
-            _, hwm = _memory_mb(pid)
+            hwm = max(_memory_mb(pid)[1] for pid in server.pids)
         finally:
             readers.close()
+    if intake_process:
+        label += ", serve --intake-port"
     return _latency_rows(label, runs, hwm)
 
 
 def _memory_scenario(label: str, database_url: str, tmp: Path) -> list[dict[str, Any]]:
     tokens = _prepare(database_url, tmp, MEMORY_AGENTS)
-    with _server(database_url, tmp, tmp / f"server-{label}-memory.log") as (pid, port):
+    with _server(database_url, tmp, tmp / f"server-{label}-memory.log") as server:
+        pid = server.pids[0]
         started_rss, _ = _memory_mb(pid)
-        readers = _Readers(port, tokens, tmp)
+        readers = _Readers(server.port, tokens, tmp)
         try:
             connected_rss, _ = _memory_mb(pid)
-            run = _load_run(1, MEMORY_RATE, MEMORY_SECONDS, port, pid, readers)
+            run = _load_run(1, MEMORY_RATE, MEMORY_SECONDS, server, readers)
             loaded_rss, hwm = _memory_mb(pid)
         finally:
             readers.close()
@@ -499,6 +526,10 @@ def run() -> list[dict[str, Any]]:
         load = os.getloadavg()[0]
         rows = _latency_scenario("SQLite", _intake_data.sqlite_url(tmp / "latency.db"), tmp)
         rows[0]["notes"] += f"; load average before the runs: {load:.2f}"
+        # Side by side: the same load on a `serve` whose callbacks a child process takes.
+        rows += _latency_scenario(
+            "SQLite", _intake_data.sqlite_url(tmp / "latency-intake.db"), tmp, intake_process=True
+        )
         rows += _memory_scenario("SQLite", _intake_data.sqlite_url(tmp / "memory.db"), tmp)
         admin_url = next((os.environ[e] for e in POSTGRES_ENVS if os.environ.get(e)), None)
         if admin_url is None:

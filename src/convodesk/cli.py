@@ -218,12 +218,25 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    intake_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Also serve the Sinch callbacks from a second process on this port "
+            "(for high callback rates: docs/operations/sizing.md).",
+        ),
+    ] = None,
 ) -> None:
-    """Run the web app (callbacks, API, desktop) and the workers in one process."""
+    """Run the web app (callbacks, API, desktop) and the workers in one process.
+
+    With --intake-port, the callbacks are also served by a child process on that port,
+    which takes the intake's work off this process.
+    """
     from convodesk.server import run_server
 
     runtime = _runtime(config)
-    run_server(runtime, host=host, port=port)
+    run_server(runtime, host=host, port=port, intake_port=intake_port)
 
 
 @app.command("worker")

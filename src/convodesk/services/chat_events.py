@@ -33,7 +33,7 @@ Audience (admins see everything):
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -207,13 +207,24 @@ class Processed:
     opened: bool = False  # the message opened or reopened its conversation
 
 
+Hears = Callable[[Collection[str], Collection[str]], bool]
+
+
+def _everyone(_queues: Collection[str], _agents: Collection[str]) -> bool:
+    return True
+
+
 def after_processing(
-    session: Session, processed: list[Processed], now: datetime
+    session: Session, processed: list[Processed], now: datetime, hears: Hears = _everyone
 ) -> list[LiveEvent]:
     """The live events of a processor batch, read after its commit: each new inbound
     message (``message.created`` and its conversation's ``conversation.updated``, to the
     queue too when the message opened or reopened the conversation), each receipt
-    (``message.status``), each typing signal (``typing``)."""
+    (``message.status``), each typing signal (``typing``).
+
+    `hears(queues, agents)` (`LiveBus.hears`) says whether anyone listens for an
+    audience: the events of a conversation nobody hears are not built. Most messages are
+    a waiting customer's, heard by no agent (docs/benchmarks.md, "Agent desktops")."""
     done = [p for p in processed if p.state == "done" and p.conversation_id is not None]
     inbound = [p.event_id for p in done if p.trigger == "MESSAGE_INBOUND" and p.new_message]
     opened = {p.conversation_id for p in done if p.trigger == "MESSAGE_INBOUND" and p.opened}
@@ -234,12 +245,15 @@ def after_processing(
                     attachments[row.message_id].append(row)
         for conversation in conversations.values():
             inside = conversation.id not in opened
-            events.append(conversation_updated(conversation, now=now, inside=inside))
+            audience = _inside(conversation) if inside else _audience(conversation)
+            if hears(audience["queues"], audience["agents"]):
+                events.append(conversation_updated(conversation, now=now, inside=inside))
         for message in messages:
+            conversation = conversations[message.conversation_id]
+            if not _heard_inside(conversation, hears):
+                continue
             entry = MessageWithAttachments(message=message, attachments=attachments[message.id])
-            events.append(
-                message_created(conversations[message.conversation_id], message_item(entry))
-            )
+            events.append(message_created(conversation, message_item(entry)))
     if receipts:
         ids = session.scalars(
             select(MessageRow.id)
@@ -250,10 +264,17 @@ def after_processing(
         ).all()
         events.extend(message_statuses(session, set(ids)))
     for conversation in _conversations(session, {i for i in typing_ids if i is not None}).values():
+        if not _heard_inside(conversation, hears):
+            continue
         typing_at = conversation.customer_typing_at
         until = as_utc(typing_at) + timedelta(seconds=TYPING_SECONDS) if typing_at else None
         events.append(typing(conversation, until))
     return events
+
+
+def _heard_inside(row: ConversationRow, hears: Hears) -> bool:
+    audience = _inside(row)
+    return hears(audience["queues"], audience["agents"])
 
 
 def _conversations(session: Session, ids: Collection[int]) -> dict[int, ConversationRow]:

@@ -33,7 +33,7 @@ import itertools
 import json
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -127,6 +127,7 @@ class Subscription:
     def set_audience(self, audience: Audience) -> None:
         """Replace who this subscriber is (an agent's queues change while it listens)."""
         self.audience = audience
+        self._bus.audiences_changed()
 
     def deliver(self, delivery: Delivery) -> None:
         self.deliver_all((delivery,))
@@ -232,6 +233,12 @@ class LiveBus(Protocol):
         """False when nobody could hear an event: publishers may skip building them."""
         ...
 
+    def hears(self, queues: Collection[str], agents: Collection[str]) -> bool:
+        """Whether an event for these queues and agents has anyone to hear it (an admin
+        hears everything): publishers skip building those that have not. May say yes
+        when unsure, never no when someone listens."""
+        ...
+
     def publish(self, events: Iterable[LiveEvent]) -> None: ...
 
     def subscribe(self, audience: Audience, *, maxsize: int = DEFAULT_MAXSIZE) -> Subscription: ...
@@ -256,10 +263,33 @@ class LocalBus:
     _subscribers: set[Subscription] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    # Who listens, summed up for `hears` (admins?, agents, queues); None: work it out again.
+    _listeners: tuple[bool, frozenset[str], frozenset[str]] | None = None
 
     @property
     def wants_events(self) -> bool:
         return bool(self._subscribers)
+
+    def hears(self, queues: Collection[str], agents: Collection[str]) -> bool:
+        listeners = self._listeners
+        if listeners is None:
+            with self._lock:
+                audiences = [s.audience for s in self._subscribers]
+                listeners = self._listeners = (
+                    any(a.admin for a in audiences),
+                    frozenset(a.agent for a in audiences if a.agent is not None),
+                    frozenset(q for a in audiences for q in a.queues),
+                )
+        admins, listening_agents, listening_queues = listeners
+        return (
+            admins
+            or any(agent in listening_agents for agent in agents)
+            or any(queue in listening_queues for queue in queues)
+        )
+
+    def audiences_changed(self) -> None:
+        with self._lock:
+            self._listeners = None
 
     def publish(self, events: Iterable[LiveEvent]) -> None:
         with self._lock:
@@ -271,11 +301,13 @@ class LocalBus:
         subscription = Subscription(self, audience, maxsize)
         with self._lock:
             self._subscribers.add(subscription)
+            self._listeners = None
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         with self._lock:
             self._subscribers.discard(subscription)
+            self._listeners = None
 
     def resync(self) -> None:
         """Tell every subscriber to reload (`Subscription.resync`); they leave the bus as
@@ -296,6 +328,7 @@ class LocalBus:
         with self._lock:
             subscribers = list(self._subscribers)
             self._subscribers.clear()
+            self._listeners = None
         for subscriber in subscribers:
             subscriber.end()
 

@@ -40,7 +40,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import psycopg
@@ -173,6 +173,11 @@ class PgBus:
         self._anyone_listens = found
         self._known_until = now + (LISTENERS_KNOWN_SECONDS if found else NO_LISTENERS_KNOWN_SECONDS)
         return found
+
+    def hears(self, queues: Collection[str], agents: Collection[str]) -> bool:
+        """Whether this process's subscribers hear it, or else anyone listens elsewhere
+        (who, on the other nodes, is not known here)."""
+        return self.local.hears(queues, agents) or self.wants_events
 
     @property
     def listener(self) -> _Listener | None:

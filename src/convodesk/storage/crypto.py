@@ -47,6 +47,12 @@ class SecretBox:
             raise SecretKeyError("empty secret key")
         self._fernet = MultiFernet([Fernet(_as_fernet_key(k)) for k in keys])
         self._primary = _as_fernet_key(keys[0])
+        self._keys = list(keys)
+
+    def key_material(self) -> list[str]:
+        """The keys as given, for a child process of this one (`web.intake_process`, over
+        a pipe); never to be logged or shown."""
+        return list(self._keys)
 
     def derive_key(self, purpose: str) -> bytes:
         """A 32-byte key for `purpose` (e.g. signing CSRF tokens), derived from the first

@@ -10,6 +10,11 @@ PostgreSQL URLs (``postgresql://``) are served by psycopg 3.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +25,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+SQLITE_BUSY_SECONDS = 30
+# The longest pause between two tries for another process's write lock (`_WriteLock`).
+FILE_LOCK_POLL_SECONDS = 0.001
 
 
 def normalize_url(database_url: str) -> URL:
@@ -44,7 +52,7 @@ def create_db_engine(database_url: str, *, sqlite_synchronous: str = "NORMAL") -
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
-            connect_args={"timeout": 30, "check_same_thread": False},
+            connect_args={"timeout": SQLITE_BUSY_SECONDS, "check_same_thread": False},
             pool_size=8,
             max_overflow=8,
         )
@@ -64,15 +72,127 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
         cursor.close()
+
+    database = engine.url.database
+    lock_path = Path(f"{database}-writelock") if database and database != ":memory:" else None
+    writers = _WriteLock(engine, lock_path)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         if conn.get_execution_options().get(READ_ONLY):
             conn.exec_driver_sql("BEGIN")  # deferred: readers never wait for the writer
             return
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        writers.acquire(conn.connection)
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            writers.release(conn.connection)
+            raise
+
+
+class _WriteLock:
+    """SQLite lets one write transaction run at a time. A connection that finds the
+    database locked sleeps in SQLite's busy handler (1, 2, 5, 10 ... 100 ms) and tries
+    again, so under load the writers of one process (event writer, processor, router,
+    sender) and of the processes sharing the file (`serve` and its intake process, the CLI)
+    lost up to tens of milliseconds per hand-over (docs/benchmarks.md, "Agent desktops").
+
+    This lock hands the turn over at once instead. A write transaction takes it before
+    ``BEGIN IMMEDIATE`` and lets it go when the transaction ends (commit, rollback, or its
+    connection closed). In the process it is a `threading.Lock`; across processes, an
+    ``flock`` on ``<database>-writelock`` beside the file, tried without blocking every
+    `FILE_LOCK_POLL_SECONDS` at most (so a wait can end; the other holder is another
+    process, busy for a few milliseconds). Either wait gives up after SQLite's own busy
+    timeout and lets ``BEGIN IMMEDIATE`` meet SQLite's lock as before: a writer that does
+    not take this lock (another program, an older convodesk) only ever costs the old wait.
+    """
+
+    def __init__(self, engine: Engine, path: Path | None) -> None:
+        self._lock = threading.Lock()
+        self._holder: Any = None
+        self._path = path
+        self._file: int | None = None
+        self._pid = 0
+        self._file_held = False
+        dialect = engine.dialect
+        commit, rollback, close = dialect.do_commit, dialect.do_rollback, dialect.do_close
+
+        def do_commit(dbapi_connection: Any) -> None:
+            try:
+                commit(dbapi_connection)
+            finally:
+                self.release(dbapi_connection)
+
+        def do_rollback(dbapi_connection: Any) -> None:
+            try:
+                rollback(dbapi_connection)
+            finally:
+                self.release(dbapi_connection)
+
+        def do_close(dbapi_connection: Any) -> None:
+            try:
+                close(dbapi_connection)
+            finally:
+                self.release(dbapi_connection)
+
+        dialect.do_commit = do_commit  # type: ignore[method-assign]
+        dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+        dialect.do_close = do_close  # type: ignore[method-assign]
+
+    def acquire(self, connection: Any) -> None:
+        if self._pid != os.getpid():  # new, or in a forked child: the parent's state is not ours
+            self._lock = threading.Lock()
+            self._holder = None
+            self._file = None
+            self._file_held = False
+            self._pid = os.getpid()
+        deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+        # A thread that already holds the lock through another connection would wait for
+        # itself: after SQLite's own busy timeout, go on and let SQLite answer "locked".
+        if not self._lock.acquire(timeout=SQLITE_BUSY_SECONDS):
+            return
+        self._holder = _raw(connection)
+        self._file_held = self._lock_file(deadline)
+
+    def release(self, connection: Any) -> None:
+        if self._holder is None or self._holder is not _raw(connection):
+            return
+        self._holder = None
+        try:
+            if self._file_held and self._file is not None:
+                self._file_held = False
+                fcntl.flock(self._file, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()
+
+    def _lock_file(self, deadline: float) -> bool:
+        """Take the cross-process lock (with the thread lock held); False if there is no
+        file to lock or it cannot be had before `deadline`."""
+        if self._path is None:
+            return False
+        try:
+            if self._file is None:
+                self._file = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                weakref.finalize(self, os.close, self._file)  # with its engine
+            pause = FILE_LOCK_POLL_SECONDS / 8
+            while True:
+                try:
+                    fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return True
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        return False
+                    time.sleep(pause)
+                    pause = min(pause * 2, FILE_LOCK_POLL_SECONDS)
+        except OSError:  # no lock file to be had (read-only directory): SQLite's wait only
+            return False
+
+
+def _raw(connection: Any) -> Any:
+    """The sqlite3 connection behind the pool's proxy (the dialect is handed either)."""
+    return getattr(connection, "dbapi_connection", connection)
 
 
 READ_ONLY = "convodesk_read_only"  # execution option: see `read_transaction`

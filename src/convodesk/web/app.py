@@ -32,6 +32,7 @@ from convodesk.storage import db
 from convodesk.storage.event_store import EventWriter
 from convodesk.web import errors, pages, sessions, sms_server
 from convodesk.web.api.v1 import admin, attachments, chat, conversations, events, replies, stream
+from convodesk.web.intake_process import IntakeProcess
 from convodesk.workers.runner import Workers
 
 
@@ -40,6 +41,8 @@ def create_app(
     *,
     workers: bool = False,
     sinch_transport: httpx.AsyncBaseTransport | None = None,
+    intake_port: int | None = None,
+    intake_host: str = "127.0.0.1",
 ) -> FastAPI:
     metrics = Metrics()
     directory = DirectoryCache(runtime)
@@ -56,6 +59,12 @@ def create_app(
         metrics=metrics,
         on_accepted=processor.wake,
     )
+    # The callbacks in a process of their own (`serve --intake-port`): it wakes our processor.
+    intake_process = (
+        IntakeProcess(runtime, host=intake_host, port=intake_port, on_wake=processor.wake)
+        if intake_port is not None
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -66,6 +75,8 @@ def create_app(
         tasks = background.start(stop)
         if not workers:
             stop.set()
+        if intake_process is not None:
+            await intake_process.start()
         # What start-up allocated lives as long as the process: moving it out of the
         # collector's reach keeps full collections (tens of ms under load) off the p99.
         gc.collect()
@@ -74,6 +85,8 @@ def create_app(
             yield
         finally:
             app.state.stopping.set()
+            if intake_process is not None:
+                await intake_process.stop()
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.to_thread(runtime.live.stop_listening)
@@ -96,6 +109,7 @@ def create_app(
     app.state.media = media
     app.state.sender = sender
     app.state.router = background.router
+    app.state.intake_process = intake_process
     # Set when the server begins to stop (`serving.GracefulServer`): live streams end, so
     # the graceful shutdown does not wait on them for ever.
     app.state.stopping = asyncio.Event()

@@ -208,7 +208,7 @@ class Processor:
         if not processed or not live.wants_events:
             return
         with read_transaction(self._runtime.sessions) as session:
-            events = chat_events.after_processing(session, processed, now)
+            events = chat_events.after_processing(session, processed, now, live.hears)
         if events:
             live.publish(events)
 
