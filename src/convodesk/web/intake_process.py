@@ -27,7 +27,8 @@ pair close and shuts down the same way: it never outlives its parent.
 The child serves ``POST /sms/sinchconversation/{service}``, ``/healthz``, ``/readyz`` and
 its own ``/metrics`` (the intake's counters and latency live there, not on the main port).
 Settings reach it on its standard input as JSON, never on its command line or in its
-environment: the database URL may hold a password, and the secret keys are there.
+environment (``CONVODESK_SECRET_KEY`` is taken out of the environment it inherits): the
+database URL may hold a password, and the secret keys are there.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -71,7 +73,8 @@ START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
 RESTART_FIRST_SECONDS = 1.0
 RESTART_MAX_SECONDS = 30.0
-WAKE = b"w"
+WAKE = b"w"  # child to parent: callbacks were stored
+READY = b"r"  # child to parent: listening
 
 
 # --------------------------------------------------------------------------- the child
@@ -166,9 +169,19 @@ def child_main() -> None:
         log.warning("serve is gone; the intake process stops")
         server.should_exit = True
 
+    async def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            await asyncio.sleep(0.01)
+        with contextlib.suppress(OSError):
+            parent.send(READY)
+
     async def serve() -> None:
         asyncio.get_running_loop().add_reader(parent.fileno(), parent_gone)
+        announced = asyncio.create_task(announce())
         await server.serve()
+        announced.cancel()
 
     log.info("intake process serving", url=f"http://{settings['host']}:{settings['port']}")
     try:
@@ -195,6 +208,7 @@ def _popen(settings: dict[str, Any], fd: int) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "convodesk.web.intake_process"],
         stdin=subprocess.PIPE,
         pass_fds=(fd,),
+        env={k: v for k, v in os.environ.items() if k != KEY_ENV},  # it gets the keys on stdin
     )
     assert process.stdin is not None
     process.stdin.write(json.dumps(settings).encode("utf-8"))
@@ -222,6 +236,7 @@ class IntakeProcess:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
+        self._ready = threading.Event()  # the present child said it listens
         self.starts = 0  # how many times a child was started (restarts are starts - 1)
         self.wakes = 0  # wake-ups received
 
@@ -252,10 +267,11 @@ class IntakeProcess:
             theirs.close()
         self.starts += 1
         self._process, self._socket = process, ours
+        self._ready = threading.Event()
         assert self._loop is not None
         self._loop.add_reader(ours.fileno(), self._readable, ours)
         try:
-            await asyncio.to_thread(self._wait_until_up, process)
+            await asyncio.to_thread(self._wait_until_up, process, self._ready)
         except BaseException:
             self._drop_socket()
             with contextlib.suppress(ProcessLookupError):
@@ -263,23 +279,18 @@ class IntakeProcess:
             await asyncio.to_thread(process.wait)
             raise
 
-    def _wait_until_up(self, process: subprocess.Popen[bytes]) -> None:
+    def _wait_until_up(self, process: subprocess.Popen[bytes], ready: threading.Event) -> None:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while True:
+        while not ready.wait(0.05):
             if process.poll() is not None:
                 raise IntakeProcessError(
                     f"the intake process exited during start-up (code {process.returncode}); "
                     f"is port {self.port} free?"
                 )
-            with socket.socket() as probe:
-                probe.settimeout(1.0)
-                if probe.connect_ex((self.host, self.port)) == 0:
-                    return
             if time.monotonic() > deadline:
                 raise IntakeProcessError(
                     f"the intake process did not listen on {self.port} in time"
                 )
-            time.sleep(0.05)
 
     def _readable(self, sock: socket.socket) -> None:
         try:
@@ -289,8 +300,11 @@ class IntakeProcess:
         except OSError:
             data = b""
         if data:
-            self.wakes += 1
-            self._on_wake()
+            if READY in data and sock is self._socket:
+                self._ready.set()
+            if WAKE in data:
+                self.wakes += 1
+                self._on_wake()
         elif self._socket is sock:  # the child closed its end: it is exiting
             self._drop_socket()
 
@@ -317,8 +331,8 @@ class IntakeProcess:
             try:
                 await self._spawn()
                 delay = RESTART_FIRST_SECONDS
-            except IntakeProcessError as exc:
-                log.error("the intake process did not start", error=str(exc))
+            except Exception as exc:  # not started (port taken meanwhile, no memory...): later
+                log.error("the intake process did not start", error=f"{type(exc).__name__}: {exc}")
                 delay = min(delay * 2, RESTART_MAX_SECONDS)
 
     async def stop(self) -> None:
