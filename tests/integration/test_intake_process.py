@@ -50,9 +50,9 @@ def _alive(pid: int) -> bool:
     return not (status.exists() and "State:\tZ" in status.read_text())
 
 
-def _post(port: int, body: bytes, **options: str) -> httpx.Response:
+def _post(port: int, body: bytes, secret: str = WEBHOOK_SECRET) -> httpx.Response:
     with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-        return signed_post(client, body, **options)
+        return signed_post(client, body, secret=secret)
 
 
 def _listening(port: int) -> bool:

@@ -76,7 +76,11 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         cursor.close()
 
     database = engine.url.database
-    lock_path = Path(f"{database}-writelock") if database and database != ":memory:" else None
+    lock_path = (  # absolute: the same file whatever the working directory is later
+        Path(f"{os.path.abspath(database)}-writelock")
+        if database and database != ":memory:"
+        else None
+    )
     writers = _WriteLock(engine, lock_path)
 
     @event.listens_for(engine, "begin")
@@ -92,6 +96,9 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
             raise
 
 
+_FORKED = threading.Lock()  # guards a `_WriteLock`'s reset in a forked child
+
+
 class _WriteLock:
     """SQLite lets one write transaction run at a time. A connection that finds the
     database locked sleeps in SQLite's busy handler (1, 2, 5, 10 ... 100 ms) and tries
@@ -104,9 +111,10 @@ class _WriteLock:
     connection closed). In the process it is a `threading.Lock`; across processes, an
     ``flock`` on ``<database>-writelock`` beside the file, tried without blocking every
     `FILE_LOCK_POLL_SECONDS` at most (so a wait can end; the other holder is another
-    process, busy for a few milliseconds). Either wait gives up after SQLite's own busy
-    timeout and lets ``BEGIN IMMEDIATE`` meet SQLite's lock as before: a writer that does
-    not take this lock (another program, an older convodesk) only ever costs the old wait.
+    process, busy for a few milliseconds). The two waits together give up after SQLite's
+    busy timeout and let ``BEGIN IMMEDIATE`` meet SQLite's lock as before, with its own busy
+    timeout after that: only a writer stuck for that long (or one of another program, an
+    older convodesk, which does not take this lock) ever gets there.
     """
 
     def __init__(self, engine: Engine, path: Path | None) -> None:
@@ -114,7 +122,7 @@ class _WriteLock:
         self._holder: Any = None
         self._path = path
         self._file: int | None = None
-        self._pid = 0
+        self._pid = os.getpid()
         self._file_held = False
         dialect = engine.dialect
         commit, rollback, close = dialect.do_commit, dialect.do_rollback, dialect.do_close
@@ -142,12 +150,14 @@ class _WriteLock:
         dialect.do_close = do_close  # type: ignore[method-assign]
 
     def acquire(self, connection: Any) -> None:
-        if self._pid != os.getpid():  # new, or in a forked child: the parent's state is not ours
-            self._lock = threading.Lock()
-            self._holder = None
-            self._file = None
-            self._file_held = False
-            self._pid = os.getpid()
+        if self._pid != os.getpid():  # in a forked child: the parent's state is not ours
+            with _FORKED:
+                if self._pid != os.getpid():
+                    self._lock = threading.Lock()
+                    self._holder = None
+                    self._file = None
+                    self._file_held = False
+                    self._pid = os.getpid()
         deadline = time.monotonic() + SQLITE_BUSY_SECONDS
         # A thread that already holds the lock through another connection would wait for
         # itself: after SQLite's own busy timeout, go on and let SQLite answer "locked".
@@ -224,6 +234,7 @@ def read_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 def ping(engine: Engine) -> None:
-    """Raise if the database cannot answer a trivial query."""
-    with engine.connect() as conn:
+    """Raise if the database cannot answer a trivial query (reading: on SQLite it does
+    not wait for the writers)."""
+    with engine.connect().execution_options(**{READ_ONLY: True}) as conn:
         conn.execute(text("SELECT 1"))
