@@ -274,3 +274,25 @@ def test_the_intake_process_stops_when_serve_is_killed(serve: Serve) -> None:
     serve.proc.send_signal(signal.SIGKILL)
     serve.proc.wait(timeout=30)
     wait_for(lambda: not _alive(child), 20, "the intake process outlived a killed serve")
+
+
+@pytest.mark.slow
+def test_serve_does_not_start_when_its_intake_port_is_taken(
+    tmp_path: Path, database_url: str
+) -> None:
+    node = Serve(tmp_path, database_url)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", node.intake_port))
+        taken.listen()
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "convodesk", "serve", "--config", str(node.config)),
+                *("--port", str(node.port), "--intake-port", str(node.intake_port)),
+            ],
+            capture_output=True,
+            text=True,
+            env=node.env,
+            timeout=90,
+        )
+    assert done.returncode != 0
+    assert f"port {node.intake_port}" in done.stdout + done.stderr

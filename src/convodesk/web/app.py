@@ -69,14 +69,18 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         writer.start()
+        if intake_process is not None:  # first: if it cannot start, neither does serve
+            try:
+                await intake_process.start()
+            except BaseException:
+                writer.stop()
+                raise
         # The desktops of this process hear the other processes' events (PostgreSQL).
         await asyncio.to_thread(runtime.live.start_listening)
         stop = asyncio.Event()
         tasks = background.start(stop)
         if not workers:
             stop.set()
-        if intake_process is not None:
-            await intake_process.start()
         # What start-up allocated lives as long as the process: moving it out of the
         # collector's reach keeps full collections (tens of ms under load) off the p99.
         gc.collect()

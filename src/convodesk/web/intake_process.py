@@ -362,5 +362,4 @@ class IntakeProcess:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     child_main()
