@@ -10,8 +10,8 @@ figures. Both load processes timestamp on the system-wide monotonic clock.
 The contact center: one queue (WhatsApp, ``max_size`` 20,000) with `OPEN_CONVERSATIONS`
 open conversations; its agents are ready and each holds its limit of 3 active chats, the
 rest of the conversations wait in the queue (admitted, as routing leaves them). So the
-router runs its passes (woken after every processor batch) but has nobody free to offer
-to. Each inbound message reaches the stream of the agent its conversation is assigned to
+router runs its passes (woken when a message opens a conversation) but has nobody free to
+offer to. Each inbound message reaches the stream of the agent its conversation is assigned to
 (``message.created`` and ``conversation.updated``); a message that opens a conversation
 reaches every agent of the queue (``conversation.updated``); a message to a waiting
 conversation reaches no agent's stream (`services/chat_events.py`, "Audience").
@@ -26,7 +26,8 @@ arriving on its agent's stream, for every message of an active chat. Rows:
 
 1. latency p50 and p99 at `RATE` callbacks/s with `AGENTS` agents connected (target: p99
    <= 50 ms), `REPETITIONS` runs of `RUN_SECONDS` after a warm-up run; the median of the
-   runs' percentiles;
+   runs' percentiles; then the same on a `serve --intake-port`, whose child process takes
+   the callbacks (sent to its port; the CPU figure is both processes');
 2. the server's memory (``VmRSS``, and the peak ``VmHWM``) with `OPEN_CONVERSATIONS` open
    conversations and `MEMORY_AGENTS` agents connected: once all desktops are open, and
    after `MEMORY_SECONDS` of `MEMORY_RATE` callbacks/s with them all listening (target:
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -535,7 +537,12 @@ def run() -> list[dict[str, Any]]:
         if admin_url is None:
             rows.append(_row("PostgreSQL figures", 0, "skipped", f"{POSTGRES_ENVS[0]} is not set"))
             return rows
-        for scenario in (_latency_scenario, _memory_scenario):
+        scenarios = (
+            _latency_scenario,
+            functools.partial(_latency_scenario, intake_process=True),
+            _memory_scenario,
+        )
+        for scenario in scenarios:
             database = _intake_data.PostgresDatabase(admin_url)
             try:
                 rows += scenario("PostgreSQL", database.url, tmp)
