@@ -69,6 +69,8 @@ def _events(runtime: Runtime) -> list[tuple[str, str | None]]:
 def test_the_child_stores_callbacks_and_wakes_the_processor(runtime: Runtime) -> None:
     port = free_port()
 
+    stopped: list[int | None] = []
+
     async def scenario() -> tuple[int, list[int], int]:
         woken = asyncio.Event()
         intake = IntakeProcess(runtime, host="127.0.0.1", port=port, on_wake=woken.set)
@@ -101,6 +103,7 @@ def test_the_child_stores_callbacks_and_wakes_the_processor(runtime: Runtime) ->
             return forged.status_code, [a.status_code for a in answers], pid
         finally:
             await intake.stop()
+            stopped.append(intake.returncode)
 
     forged, answers, pid = asyncio.run(scenario())
     assert forged == 401

@@ -249,6 +249,11 @@ class IntakeProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
+    @property
+    def returncode(self) -> int | None:
+        """The present child's exit code once it has exited (0 after a clean stop)."""
+        return self._process.poll() if self._process is not None else None
+
     async def start(self) -> None:
         """Start the child and wait until it accepts connections; `IntakeProcessError` if
         it exits first or is not up in time."""
