@@ -299,3 +299,16 @@ def test_serve_does_not_start_when_its_intake_port_is_taken(
         )
     assert done.returncode != 0
     assert f"port {node.intake_port}" in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_to_both_at_once_stops_both_without_a_restart(serve: Serve) -> None:
+    """systemd's default (`KillMode=control-group`) signals every process of the unit."""
+    child = serve.child()
+    assert serve.proc is not None
+    os.kill(child, signal.SIGTERM)
+    serve.proc.send_signal(signal.SIGTERM)
+    assert serve.proc.wait(timeout=30) == 0
+    wait_for(lambda: not _alive(child), 10, "the intake process outlived serve")
+    assert not _listening(serve.intake_port)
+    assert "starting it again" not in serve.log.read_text()

@@ -117,7 +117,13 @@ def create_app(
     # Set when the server begins to stop (`serving.GracefulServer`): live streams end, so
     # the graceful shutdown does not wait on them for ever.
     app.state.stopping = asyncio.Event()
-    app.state.begin_shutdown = app.state.stopping.set
+
+    def begin_shutdown() -> None:
+        app.state.stopping.set()
+        if intake_process is not None:  # a child that exits from now on is not replaced
+            intake_process.stopping()
+
+    app.state.begin_shutdown = begin_shutdown
     app.state.csrf_key = runtime.box.derive_key(sessions.CSRF_KEY_PURPOSE)
     app.state.login_throttle = sessions.LoginThrottle()
     errors.install(app)

@@ -214,6 +214,9 @@ def _popen(settings: dict[str, Any], fd: int) -> subprocess.Popen[bytes]:
         stdin=subprocess.PIPE,
         pass_fds=(fd,),
         env={k: v for k, v in os.environ.items() if k != KEY_ENV},  # it gets the keys on stdin
+        # Not in the terminal's process group: Ctrl-C reaches `serve`, which stops the child
+        # in its own shutdown (instead of both at once, and the child started again).
+        start_new_session=True,
     )
     assert process.stdin is not None
     process.stdin.write(json.dumps(settings).encode("utf-8"))
@@ -344,6 +347,11 @@ class IntakeProcess:
             except Exception as exc:  # not started (port taken meanwhile, no memory...): later
                 log.error("the intake process did not start", error=f"{type(exc).__name__}: {exc}")
                 delay = min(delay * 2, RESTART_MAX_SECONDS)
+
+    def stopping(self) -> None:
+        """`serve` has begun to stop: a child that exits now (systemd's SIGTERM reaches the
+        whole control group) is not started again; `stop` follows."""
+        self._stopping = True
 
     async def stop(self) -> None:
         """SIGTERM: the child finishes its in-flight callbacks and exits; killed if it has
