@@ -184,7 +184,10 @@ class _WriteLock:
             return False
         try:
             if self._file is None:
-                self._file = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                # Read-only is enough for flock, so a file another user made (a CLI run as
+                # root) still serves; it holds nothing, so anyone may read it.
+                flags = os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC
+                self._file = os.open(self._path, flags, 0o644)
                 weakref.finalize(self, os.close, self._file)  # with its engine
             pause = FILE_LOCK_POLL_SECONDS / 8
             while True:
