@@ -73,11 +73,12 @@ def runtime(database_url: str, data_dir: Path, *, upgrade: bool = False) -> Runt
     return open_runtime(system, upgrade=upgrade, environ={"CONVODESK_SECRET_KEY": SECRET_KEY})
 
 
-def configure(database_url: str, data_dir: Path) -> None:
-    """Migrate an empty database and apply the benchmark's configuration."""
+def configure(database_url: str, data_dir: Path, raw: dict[str, Any] | None = None) -> None:
+    """Migrate the database (if it is not yet) and apply the benchmark's configuration, or
+    `raw` (a variant of `config()`)."""
     rt = runtime(database_url, data_dir, upgrade=True)
     try:
-        _, problems = configuration.apply_config(rt, config())
+        _, problems = configuration.apply_config(rt, raw or config())
         if any(p.severity == "error" for p in problems):
             raise RuntimeError(f"the benchmark configuration is invalid: {problems}")
     finally:

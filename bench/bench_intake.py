@@ -45,7 +45,6 @@ from sqlalchemy import func, select
 
 from bench import _http_load, _intake_data
 from convodesk.metrics import Metrics
-from convodesk.services import configuration
 from convodesk.services.directory import DirectoryCache
 from convodesk.storage.tables import ConversationRow, EventRow
 from convodesk.workers.processor import Processor
@@ -283,13 +282,7 @@ def _room_for_everyone(path: Path, tmp: Path) -> None:
     a prompt each), in the same process: the row measured that, not `serve` threading."""
     raw = _intake_data.config()
     raw["queues"][0]["max_size"] = 1_000_000
-    runtime = _intake_data.runtime(_intake_data.sqlite_url(path), tmp)
-    try:
-        _, problems = configuration.apply_config(runtime, raw)
-        if any(p.severity == "error" for p in problems):
-            raise RuntimeError(f"the benchmark configuration is invalid: {problems}")
-    finally:
-        runtime.close()
+    _intake_data.configure(_intake_data.sqlite_url(path), tmp, raw)
 
 
 def _sqlite_rows(tmp: Path) -> list[dict[str, Any]]:

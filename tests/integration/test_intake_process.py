@@ -26,7 +26,7 @@ from convodesk.storage import db
 from convodesk.storage.tables import ConversationRow, EventRow
 from convodesk.web.intake_process import IntakeProcess, IntakeProcessError
 from tests.integration.test_cli import free_port
-from tests.reliability.test_intake_crash import wait_for
+from tests.reliability.test_intake_crash import Node, wait_for
 from tests.support.apps import TEST_SECRET_KEY
 from tests.support.factories import inbound_body
 from tests.support.intake import WEBHOOK_SECRET, configured_runtime, intake_config, signed_post
@@ -166,49 +166,25 @@ def test_a_taken_port_fails_the_start_with_the_port_named(runtime: Runtime) -> N
 # --------------------------------------------------------------------------- serve itself
 
 
-class Serve:
-    """`convodesk serve --intake-port` as users run it."""
+class Serve(Node):
+    """`convodesk serve --intake-port` as users run it, on a configured database."""
+
+    intake_port: int  # always given here
 
     def __init__(self, tmp_path: Path, database_url: str) -> None:
-        self.port, self.intake_port = free_port(), free_port()
         raw = {**intake_config(), "database_url": database_url, "data_dir": str(tmp_path / "d")}
-        self.config = tmp_path / "convodesk.yaml"
-        self.config.write_text(yaml.safe_dump(raw))
+        config = tmp_path / "convodesk.yaml"
+        config.write_text(yaml.safe_dump(raw))
         self.env = {**os.environ, "CONVODESK_SECRET_KEY": TEST_SECRET_KEY}
         applied = subprocess.run(
-            [sys.executable, "-m", "convodesk", "config", "apply", str(self.config)],
+            [sys.executable, "-m", "convodesk", "config", "apply", str(config)],
             capture_output=True,
             text=True,
             env=self.env,
             timeout=60,
         )
         assert applied.returncode == 0, applied.stdout + applied.stderr
-        self.log = tmp_path / "serve.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "convodesk", "serve", "--config", str(self.config)),
-                    *("--port", str(self.port), "--intake-port", str(self.intake_port)),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-            )
-        wait_for(self._ready, 60, f"serve did not start; log: {self.log}")
-
-    def _ready(self) -> bool:
-        assert self.proc is not None
-        assert self.proc.poll() is None, self.log.read_text()[-3000:]
-        try:
-            return all(
-                httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).is_success
-                for port in (self.port, self.intake_port)
-            )
-        except httpx.HTTPError:
-            return False
+        super().__init__(config, free_port(), tmp_path / "serve.log", intake_port=free_port())
 
     def child(self) -> int:
         assert self.proc is not None
@@ -219,15 +195,6 @@ class Serve:
         ]
         assert len(children) == 1, children
         return children[0]
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture
@@ -288,10 +255,7 @@ def test_serve_does_not_start_when_its_intake_port_is_taken(
         taken.bind(("127.0.0.1", node.intake_port))
         taken.listen()
         done = subprocess.run(
-            [
-                *(sys.executable, "-m", "convodesk", "serve", "--config", str(node.config)),
-                *("--port", str(node.port), "--intake-port", str(node.intake_port)),
-            ],
+            node.command(),
             capture_output=True,
             text=True,
             env=node.env,

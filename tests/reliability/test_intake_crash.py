@@ -73,19 +73,27 @@ def emulator_config(serve_url: str) -> EmulatorConfig:
 
 
 class Node:
-    """One `convodesk serve` process on a fixed port, which can be killed and restarted."""
+    """One `convodesk serve` process on a fixed port, which can be killed and restarted;
+    with `intake_port`, its intake process listens there (``--intake-port``)."""
 
-    def __init__(self, config: Path, port: int, log: Path) -> None:
+    def __init__(
+        self, config: Path, port: int, log: Path, *, intake_port: int | None = None
+    ) -> None:
         self.config, self.port, self.log = config, port, log
+        self.intake_port = intake_port
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        intake = ("--intake-port", str(self.intake_port)) if self.intake_port else ()
+        return [
+            *(sys.executable, "-m", "convodesk", "serve", "--config", str(self.config)),
+            *("--host", "127.0.0.1", "--port", str(self.port), *intake),
+        ]
 
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "convodesk", "serve", "--config", str(self.config)),
-                    *("--host", "127.0.0.1", "--port", str(self.port)),
-                ],
+                self.command(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "CONVODESK_SECRET_KEY": TEST_SECRET_KEY},
@@ -95,8 +103,11 @@ class Node:
     def _ready(self) -> bool:
         assert self.proc is not None
         assert self.proc.poll() is None, self.log.read_text()[-3000:]
+        ports = [p for p in (self.port, self.intake_port) if p is not None]
         try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).is_success
+            return all(
+                httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).is_success for port in ports
+            )
         except httpx.HTTPError:
             return False
 

@@ -28,9 +28,8 @@ from convodesk.services import attachments as attachment_service
 from convodesk.services.directory import DirectoryCache
 from convodesk.services.errors import NotFoundError
 from convodesk.services.intake import Intake, IntakeSettings
-from convodesk.storage import db
 from convodesk.storage.event_store import EventWriter
-from convodesk.web import errors, pages, sessions, sms_server
+from convodesk.web import errors, health, pages, sessions, sms_server
 from convodesk.web.api.v1 import admin, attachments, chat, conversations, events, replies, stream
 from convodesk.web.intake_process import IntakeProcess
 from convodesk.workers.runner import Workers
@@ -113,7 +112,6 @@ def create_app(
     app.state.media = media
     app.state.sender = sender
     app.state.router = background.router
-    app.state.intake_process = intake_process
     # Set when the server begins to stop (`serving.GracefulServer`): live streams end, so
     # the graceful shutdown does not wait on them for ever.
     app.state.stopping = asyncio.Event()
@@ -146,16 +144,11 @@ def create_app(
 
     @app.get("/readyz", tags=["operations"], summary="The database answers")
     async def readyz() -> JSONResponse:
-        try:
-            await run_in_threadpool(db.ping, runtime.engine)
-        except Exception as exc:  # any failure to reach the database means "not ready"
-            body = errors.error_body("not_ready", f"database unreachable: {type(exc).__name__}")
-            return JSONResponse(body, status_code=503)
-        return JSONResponse({"status": "ready"})
+        return await health.readiness(runtime.engine)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def prometheus() -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+        return health.metrics_response(metrics)
 
     @app.get(
         "/sms/richcontent/{token}",

@@ -51,7 +51,6 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -62,10 +61,9 @@ from convodesk.metrics import Metrics
 from convodesk.runtime import Runtime, open_runtime
 from convodesk.services.directory import DirectoryCache
 from convodesk.services.intake import Intake, IntakeSettings
-from convodesk.storage import db
 from convodesk.storage.crypto import KEY_ENV
 from convodesk.storage.event_store import EventWriter
-from convodesk.web import errors, sms_server
+from convodesk.web import health, sms_server
 from convodesk.web.serving import GracefulServer
 
 log = logs.get_logger("convodesk.intake_process")
@@ -112,15 +110,10 @@ def intake_app(runtime: Runtime, on_accepted: Callable[[], None]) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def readyz(_request: Request) -> JSONResponse:
-        try:
-            await run_in_threadpool(db.ping, runtime.engine)
-        except Exception as exc:  # any failure to reach the database means "not ready"
-            body = errors.error_body("not_ready", f"database unreachable: {type(exc).__name__}")
-            return JSONResponse(body, status_code=503)
-        return JSONResponse({"status": "ready"})
+        return await health.readiness(runtime.engine)
 
     async def prometheus(_request: Request) -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+        return health.metrics_response(metrics)
 
     app = Starlette(
         routes=[
@@ -246,7 +239,6 @@ class IntakeProcess:
         self._stopping = False
         self._ready = threading.Event()  # the present child said it listens
         self.starts = 0  # how many times a child was started (restarts are starts - 1)
-        self.wakes = 0  # wake-ups received
 
     @property
     def pid(self) -> int | None:
@@ -316,7 +308,6 @@ class IntakeProcess:
             if READY in data and sock is self._socket:
                 self._ready.set()
             if WAKE in data:
-                self.wakes += 1
                 self._on_wake()
         elif self._socket is sock:  # the child closed its end: it is exiting
             self._drop_socket()

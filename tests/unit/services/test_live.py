@@ -158,3 +158,20 @@ def test_next_all_returns_nothing_on_timeout_and_at_the_end() -> None:
 
     assert asyncio.run(main()) == ([], [])
     assert sub.overflowed
+
+
+def test_hears_follows_who_subscribes_changes_audience_and_leaves() -> None:
+    bus = LocalBus()
+    assert not bus.hears(("support",), ("anna",))  # nobody listens
+    anna = bus.subscribe(Audience(admin=False, agent="anna", queues=frozenset({"support"})))
+    assert bus.hears((), ("anna",))
+    assert bus.hears(("support",), ())
+    assert not bus.hears(("sales",), ("bob",))
+    anna.set_audience(Audience(admin=False, agent="anna", queues=frozenset({"sales"})))
+    assert bus.hears(("sales",), ())
+    assert not bus.hears(("support",), ())
+    admin = bus.subscribe(Audience(admin=True))
+    assert bus.hears(("billing",), ("zoe",))  # an admin hears everything
+    admin.close()
+    anna.close()
+    assert not bus.hears(("sales",), ("anna",))
